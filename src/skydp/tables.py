@@ -169,7 +169,8 @@ class SchemaSet:
         try:
             return self._tables[table]
         except KeyError:
-            raise ValueError(f"unknown table {table!r}; known tables: {', '.join(self._tables)}") from None
+            known = ", ".join(self._tables)
+            raise ValueError(f"unknown table {table!r}; known tables: {known}") from None
 
     def columns(self, table: str) -> list[Column]:
         return list(self.table(table).columns)
@@ -200,7 +201,10 @@ class SchemaSet:
         elif isinstance(data, Mapping):
             source = dict(data)
         else:
-            raise ValueError(f"{table}: data must be a mapping of column arrays or a pyarrow.Table, not {type(data).__name__}")
+            raise ValueError(
+                f"{table}: data must be a mapping of column arrays or a pyarrow.Table,"
+                f" not {type(data).__name__}"
+            )
         unknown = [n for n in source if schema.get_field_index(n) < 0]
         if unknown:
             raise ValueError(f"{table}: unknown column(s) {', '.join(map(repr, unknown))}")
@@ -214,7 +218,9 @@ class SchemaSet:
             if field.name in converted:
                 array = converted[field.name]
                 if not field.nullable and array.null_count:
-                    raise ValueError(f"{table}: column {field.name!r} is not nullable but has {array.null_count} null(s)")
+                    raise ValueError(
+                        f"{table}: column {field.name!r} is not nullable but has {array.null_count} null(s)"
+                    )
             elif field.nullable:
                 array = pa.nulls(n_rows, field.type)
             else:
@@ -252,7 +258,8 @@ class SchemaSet:
         ]
         for t in self._tables.values():
             key = ", ".join(t.primary_key) or "–"
-            out.append(f"| [{t.name}](#{t.name.lower()}) | {len(t.columns)} | {key} | {_markdown_cell(t.description)} |")
+            link = f"[{t.name}](#{t.name.lower()})"
+            out.append(f"| {link} | {len(t.columns)} | {key} | {_markdown_cell(t.description)} |")
         for t in self._tables.values():
             out += ["", f"## {t.name}", "", t.description, ""]
             if t.primary_key:
@@ -278,14 +285,18 @@ def _as_arrow(table: str, field: pa.Field, values: Any) -> pa.Array | pa.Chunked
             array = pa.array(values)
         return array.cast(field.type, safe=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as err:
-        raise ValueError(f"{table}: column {field.name!r} cannot be stored as {field.type}: {err}") from err
+        raise ValueError(
+            f"{table}: column {field.name!r} cannot be stored as {field.type}: {err}"
+        ) from err
 
 
 def load_schemas(directory: str | Path | Traversable | None = None) -> SchemaSet:
     """Read every ``*.yaml`` in ``directory`` (default: the installed ``skydp._schema``)."""
     if directory is not None and not Path(directory).is_dir():
         raise ValueError(f"schema directory {directory} does not exist")
-    root: Traversable = importlib.resources.files("skydp._schema") if directory is None else Path(directory)
+    root: Traversable = (
+        importlib.resources.files("skydp._schema") if directory is None else Path(directory)
+    )
     files = sorted((f for f in root.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
     if not files:
         raise ValueError(f"no *.yaml table definitions found in {root}")
@@ -354,7 +365,9 @@ def docs_markdown() -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m skydp.tables --docs PATH``: write the generated table reference."""
     parser = argparse.ArgumentParser(prog="python -m skydp.tables", description=__doc__.split("\n")[0])
-    parser.add_argument("--docs", type=Path, required=True, help="write the Markdown table reference here")
+    parser.add_argument(
+        "--docs", type=Path, required=True, help="write the Markdown table reference here"
+    )
     args = parser.parse_args(argv)
     args.docs.write_text(docs_markdown(), encoding="utf-8")
     return 0
