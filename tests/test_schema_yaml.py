@@ -7,6 +7,7 @@ YAML makes a test fail; they are not derived from the YAMLs themselves.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,7 +200,7 @@ def dp1() -> dict[str, dict[str, dict]]:
 
 def _unit(column: dict) -> str:
     """A column's unit; absent, null and "" all mean "no unit" (dp1.yaml omits ivoa:unit then)."""
-    return column.get("ivoa:unit") or column.get("fits:tunit") or ""
+    return column.get("ivoa:unit") or ""
 
 
 def test_one_yaml_per_table() -> None:
@@ -211,6 +212,8 @@ def test_felis_validate_passes() -> None:
     """`felis validate` with every @id given explicitly (no generated ids) and descriptions required."""
     pytest.importorskip("felis")
     felis = Path(sys.executable).with_name("felis")
+    felis = felis if felis.exists() else shutil.which("felis")
+    assert felis, "lsst-felis is importable but its felis command is not installed"
     cmd = [str(felis), "--no-id-generation", "validate", "--check-description", *map(str, YAML_FILES)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

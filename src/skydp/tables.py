@@ -107,6 +107,8 @@ def _parse_table(source: str, document: Any, expected_name: str) -> TableDef:
     cols = []
     seen: dict[str, str] = {}
     for raw in spec.get("columns") or []:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: column entry {raw!r} of {name} is not a mapping")
         col_name = raw.get("name")
         datatype = raw.get("datatype")
         if not col_name:
@@ -126,7 +128,7 @@ def _parse_table(source: str, document: Any, expected_name: str) -> TableDef:
             Column(
                 name=col_name,
                 datatype=datatype,
-                unit=raw.get("ivoa:unit") or raw.get("fits:tunit") or "",
+                unit=raw.get("ivoa:unit") or "",
                 nullable=bool(raw.get("nullable", True)),
                 description=" ".join(str(raw.get("description") or "").split()),
                 length=raw.get("length"),
