@@ -30,7 +30,7 @@ def _plane_key(name: str) -> str:
     return key
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare fields explicitly
 class Mask:
     """int32 bit planes (ny, nx) and the plane name -> bit map.
 

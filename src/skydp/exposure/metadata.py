@@ -124,7 +124,8 @@ def visit_info_from_headers(path: str, headers: list[fits.Header]) -> VisitInfo:
     if not band:
         band = band_from_filter(physical_filter)
         if not band:
-            look.problems.append(f"band unknown (no BAND key; FILTER={physical_filter!r} maps to no ugrizy band)")
+            source = f"FILTER={physical_filter!r} is not a known ugrizy filter" if physical_filter else "no FILTER"
+            look.problems.append(f"band unknown (no BAND key and {source})")
     exptime = look.get("EXPTIME", float, math.nan)
     mjd = _start_mjd_tai(look, exptime)
     day_obs = look.get("DAY_OBS", int, 0) if look.raw("DAY_OBS") is not None else (

@@ -15,7 +15,7 @@ from .psf import PixelPsf
 from .wcs_tools import local_pixel_scale, sky_to_array
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare fields explicitly
 class Exposure:
     """One detector image of one visit.
 

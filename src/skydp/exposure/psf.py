@@ -94,8 +94,8 @@ class PixelPsf:
 
     def __init__(self, stamps: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
         stamps = np.array(stamps, dtype=np.float64)
-        x = np.atleast_1d(np.asarray(x, dtype=np.float64))
-        y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        x = np.atleast_1d(np.array(x, dtype=np.float64))
+        y = np.atleast_1d(np.array(y, dtype=np.float64))
         if stamps.ndim != 3 or stamps.shape[1] != stamps.shape[2] or stamps.shape[1] % 2 == 0:
             raise ValueError(f"PSF stamps must be a (K, S, S) cube with S odd, got shape {stamps.shape}")
         if x.shape != (stamps.shape[0],) or y.shape != x.shape:
