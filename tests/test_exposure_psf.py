@@ -116,3 +116,23 @@ def test_bad_psf_input(stamps, x, y, match):
 def test_non_finite_position_rejected():
     with pytest.raises(ValueError, match="finite"):
         _grid_psf().images_at([1.0, np.nan], [1.0, 2.0])
+
+
+def test_moffat_adaptive_sigma_solves_the_fixed_point_equation():
+    """Independent truth for a circular profile: the adaptive Gaussian weight exp(-r^2/2s^2) satisfies
+    s^2 = int I W r^3 dr / int I W r dr (weighted <x^2> = s^2/2), solved here by 1-D quadrature."""
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+
+    beta, fwhm = 3.0, 4.0
+    rd = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+    def mismatch(s: float) -> float:
+        profile = lambda r, p: (1 + (r / rd) ** 2) ** -beta * np.exp(-(r**2) / (2 * s**2)) * r**p
+        return quad(profile, 0, np.inf, args=(3,))[0] / quad(profile, 0, np.inf, args=(1,))[0] - s**2
+
+    sigma_true = brentq(mismatch, 0.5, 10.0)
+    img = galsim.Moffat(beta=beta, fwhm=fwhm).drawImage(nx=41, ny=41, scale=1.0, method="no_pixel").array
+    shape = PixelPsf(img[None], [0.0], [0.0]).shape(0.0, 0.0)
+    assert shape.sigma == pytest.approx(sigma_true, rel=0.005)
+    assert shape.ixx == pytest.approx(sigma_true**2, rel=0.01) and shape.iyy == pytest.approx(sigma_true**2, rel=0.01)
