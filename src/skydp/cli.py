@@ -1,0 +1,146 @@
+"""The `skydp` command line.
+
+Exit codes: 0 success; 1 a processing failure or a command that is not built yet; 2 bad input
+(a file, a parameter or a repository that fails validation); 3 the repository is busy.
+Errors are one line naming the input and the reason; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_BUSY = 1, 2, 3
+
+
+def one_line(message: object) -> str:
+    """A message squeezed onto one line (library errors may quote multi-line text)."""
+    return " ".join(str(message).split())
+
+
+class NotBuiltError(RuntimeError):
+    """A subcommand whose implementation has not landed yet."""
+
+
+def _not_built(issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotBuiltError(f"`skydp {args.command}` is not built yet (issue {issue})")
+
+    return run
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from skydp.etl.repository import Repository
+
+    Repository.init(args.repo).close()
+    print(f"initialised skydp repository at {args.repo}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from skydp.etl.ingest import ingest
+    from skydp.etl.repository import Repository
+
+    with Repository(args.repo) as repo:
+        report = ingest(repo, args.paths, link=args.link)
+    for _path, reason in report.rejected:
+        print(f"skydp ingest: rejected {one_line(reason)}", file=sys.stderr)
+    print(f"ingested {len(report.ingested)} image(s), rejected {len(report.rejected)}")
+    return EXIT_BAD_INPUT if report.rejected else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from skydp.etl.repository import Repository
+
+    with Repository(args.repo) as repo:
+        datasets = repo.registry.find()
+    counts: dict[tuple[str, str], int] = {}
+    for d in datasets:
+        counts[(d.dataset_type, d.status)] = counts.get((d.dataset_type, d.status), 0) + 1
+    print(f"{'dataset type':<24} {'status':<8} {'count':>7}")
+    for (dtype, status), n in sorted(counts.items()):
+        print(f"{dtype:<24} {status:<8} {n:>7}")
+    failed = [d for d in datasets if d.status == "failed"]
+    for d in failed:
+        print(f"FAILED {d.dataset_type} {d.data_id}: {d.error}")
+    return EXIT_FAILURE if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skydp",
+        description="Survey images to LSST-style catalogs (HATS Parquet + DuckDB).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", "create an empty repository", _cmd_init)
+    p.add_argument("repo", type=Path, help="repository directory (absent or empty)")
+
+    p = add("ingest", "validate visit-image FITS files and register them in a repository", _cmd_ingest)
+    p.add_argument("repo", type=Path)
+    p.add_argument("paths", type=Path, nargs="+", help="visit-image FITS files")
+    p.add_argument("--link", action="store_true", help="symlink the files instead of copying them")
+
+    p = add("status", "list datasets per type and status, and every failure with its reason", _cmd_status)
+    p.add_argument("repo", type=Path)
+
+    p = add("run", "run every processing stage for what is new in a repository", _not_built(6))
+    p.add_argument("repo", type=Path)
+
+    p = add("demo", "simulate a small survey, run the whole ETL and show sample queries", _not_built(6))
+    p.add_argument("--repo", type=Path, default=Path("skydp-demo"))
+
+    p = add("simulate", "simulate an LSST-like survey: visit images plus truth tables", _not_built(3))
+    p.add_argument("outdir", type=Path)
+
+    p = add("measure", "single-visit processing of one image into a Source table (Parquet)", _not_built(4))
+    p.add_argument("image", type=Path)
+
+    p = add("forced", "forced PSF photometry at given sky positions on one image", _not_built(8))
+    p.add_argument("image", type=Path)
+
+    p = add("diff", "PSF-matched difference of a science image and a template", _not_built(8))
+    p.add_argument("science", type=Path)
+    p.add_argument("template", type=Path)
+
+    p = add("sql", "run a SQL query on a repository's catalog database", _not_built(5))
+    p.add_argument("repo", type=Path)
+    p.add_argument("query")
+
+    p = add("cone", "cone search of one table", _not_built(5))
+    p.add_argument("repo", type=Path)
+    p.add_argument("table")
+    p.add_argument("ra", type=float)
+    p.add_argument("dec", type=float)
+    p.add_argument("radius", type=float)
+
+    p = add("export", "export a repository's catalogs for Spark and other tools", _not_built(5))
+    p.add_argument("repo", type=Path)
+    p.add_argument("outdir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NotBuiltError as err:
+        print(f"skydp: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"skydp {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
