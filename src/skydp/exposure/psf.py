@@ -140,7 +140,10 @@ class PixelPsf:
 
     def image(self, x: float, y: float) -> np.ndarray:
         """Kernel image at parent position (x, y): (S, S), sum 1, centred on pixel S//2."""
-        return self._kernels(*self._positions(x, y))[0]
+        qx, qy = self._positions(x, y)
+        if qx.size != 1:
+            raise ValueError(f"PixelPsf.image takes one position, got {qx.size}; use images_at for many")
+        return self._kernels(qx, qy)[0]
 
     def image_at(self, x: float, y: float) -> np.ndarray:
         """PSF at (x, y) sampled on the stamp whose pixel S//2 is image pixel floor(x+0.5), floor(y+0.5)."""
