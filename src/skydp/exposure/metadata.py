@@ -86,13 +86,13 @@ def _start_mjd_tai(look: _Lookup, exptime: float) -> float:
         scale = "UTC"
     scale = scale.lower()
     half = (exptime if math.isfinite(exptime) else 0.0) / 2.0 / 86400.0
-    candidates = (("MJD-OBS", "mjd", 0.0), ("DATE-OBS", "isot", 0.0), ("TIME-MID", "isot", -half))
+    candidates = (("MJD-OBS", "mjd", 0.0), ("DATE-OBS", None, 0.0), ("TIME-MID", None, -half))
     for key, fmt, offset in candidates:
         value = look.raw(key)
         if value is None:
             continue
-        try:
-            text = str(value).strip().rstrip("Z") if fmt == "isot" else float(value)
+        try:  # dates: ISO/FITS strings with or without a time part ('Z' = UTC, as the scale says)
+            text = float(value) if fmt == "mjd" else str(value).strip().rstrip("Z")
             mjd = Time(text, format=fmt, scale=scale).tai.mjd + offset
         except (TypeError, ValueError):
             look.problems.append(f"{key}={value!r} is not a valid time")
