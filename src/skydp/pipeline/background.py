@@ -1,0 +1,123 @@
+"""Sky background: sep (SExtractor) mesh estimate with masked pixels excluded, kept as a compact model.
+
+The model is stored as its values at the mesh-cell centres and evaluated by a bicubic spline, so ``Background.image()`` is exactly what was
+subtracted and the compact form (``nodes_x``, ``nodes_y``, ``values``) is all one needs to save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sep
+from scipy.interpolate import make_interp_spline
+
+
+@dataclass
+class Background:
+    """Smooth background model: values (ny_nodes, nx_nodes) at node pixel positions (0-based)."""
+
+    nodes_x: np.ndarray
+    nodes_y: np.ndarray
+    values: np.ndarray
+    rms: np.ndarray  # sep's per-mesh noise estimate at the same nodes
+    shape: tuple[int, int]
+
+    def image(self) -> np.ndarray:
+        """Full-resolution float32 background (ny, nx)."""
+        return self._evaluate(self.values)
+
+    def rms_image(self) -> np.ndarray:
+        """Full-resolution float32 background-noise estimate (ny, nx)."""
+        return self._evaluate(self.rms)
+
+    def _evaluate(self, values: np.ndarray) -> np.ndarray:
+        # The interpolating bicubic spline is separable: image = By @ values @ Bx.T with By, Bx
+        # the 1-D spline basis matrices; two small matrix products instead of 16M evaluations.
+        ny, nx = self.shape
+        by = _spline_basis(self.nodes_y, ny)
+        bx = _spline_basis(self.nodes_x, nx)
+        return (by @ values.astype(np.float32)) @ bx.T
+
+    def plus(self, other: "Background") -> "Background":
+        """Sum of two models on the same nodes (the spline is linear in the node values)."""
+        if not (np.array_equal(self.nodes_x, other.nodes_x) and np.array_equal(self.nodes_y, other.nodes_y)):
+            raise ValueError("Background.plus: the two models have different nodes")
+        return Background(self.nodes_x, self.nodes_y, self.values + other.values, self.rms, self.shape)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Compact form, e.g. for a FITS BINTABLE or npz: everything needed to rebuild the model."""
+        return {"nodes_x": self.nodes_x, "nodes_y": self.nodes_y, "values": self.values,
+                "rms": self.rms, "shape": np.asarray(self.shape)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Background":
+        """Inverse of ``to_arrays``."""
+        return cls(np.asarray(arrays["nodes_x"]), np.asarray(arrays["nodes_y"]),
+                   np.asarray(arrays["values"]), np.asarray(arrays["rms"]),
+                   tuple(int(v) for v in arrays["shape"]))
+
+
+def estimate_background(image: np.ndarray, masked: np.ndarray, mesh: int, filter_size: int) -> Background:
+    """sep mesh background of ``image`` ignoring ``masked`` pixels (sources, bad, no-data).
+
+    sep's mode estimator (2.5 median - 1.5 mean after 3-sigma clipping) per ``mesh`` x ``mesh``
+    cell, median-filtered over ``filter_size`` cells; its spline is sampled at our node grid.
+    """
+    ny, nx = image.shape
+    data = np.ascontiguousarray(np.where(masked, 0.0, image), dtype=np.float32)
+    bw, bh = min(mesh, nx), min(mesh, ny)
+    bkg = sep.Background(data, mask=np.ascontiguousarray(masked), bw=bw, bh=bh,
+                         fw=filter_size, fh=filter_size)
+    nodes_x, nodes_y = mesh_centres(nx, bw), mesh_centres(ny, bh)
+    iy, ix = np.round(nodes_y).astype(int)[:, None], np.round(nodes_x).astype(int)[None, :]
+    values = bkg.back(dtype=np.float32)[iy, ix].astype(np.float64)
+    rms = bkg.rms(dtype=np.float32)[iy, ix].astype(np.float64)
+    return Background(nodes_x, nodes_y, values, rms, (ny, nx))
+
+
+def masked_mesh_mean(image: np.ndarray, masked: np.ndarray, mesh: int, filter_size: int) -> Background:
+    """Background from the 3-sigma-clipped mean of unmasked pixels per mesh cell (nodes at cell centres).
+
+    Used once sources are masked: there the clipped mean has about half the noise of sep's mode
+    estimator (2.5 median - 1.5 mean), whose per-cell scatter otherwise biases faint-source fluxes.
+    Cells without usable pixels take the median of the others; the mesh is median-filtered.
+    """
+    from scipy.ndimage import median_filter
+
+    ny, nx = image.shape
+    by, bx = -(-ny // mesh), -(-nx // mesh)
+    vals = np.zeros((by * mesh, bx * mesh), dtype=np.float32)
+    use = np.zeros((by * mesh, bx * mesh), dtype=bool)
+    vals[:ny, :nx] = image
+    use[:ny, :nx] = ~masked
+    vals = vals.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
+    use = use.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
+    mean = np.zeros((by, bx))
+    for _ in range(3):
+        count = use.sum(axis=2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(use, vals, 0).sum(axis=2, dtype=np.float64) / count
+            dev = np.where(use, vals - mean[..., None], 0)
+            std = np.sqrt((dev.astype(np.float64) ** 2).sum(axis=2) / count)
+        use &= np.abs(vals - mean[..., None]) <= 3 * std[..., None]
+    empty = ~np.isfinite(mean) | (use.sum(axis=2) < 0.05 * mesh * mesh)
+    mean[empty] = np.median(mean[~empty]) if (~empty).any() else 0.0
+    std[empty] = np.median(std[~empty]) if (~empty).any() else 0.0
+    if filter_size > 1:
+        mean = median_filter(mean, size=filter_size, mode="nearest")
+    return Background(mesh_centres(nx, mesh), mesh_centres(ny, mesh), mean, std, (ny, nx))
+
+
+def mesh_centres(n: int, mesh: int) -> np.ndarray:
+    """Pixel position of the centre of each mesh cell along an axis (the last may be partial)."""
+    starts = np.arange(0, n, mesh)
+    return (starts + np.minimum(starts + mesh, n) - 1) / 2.0
+
+
+def _spline_basis(nodes: np.ndarray, n: int) -> np.ndarray:
+    """(n, len(nodes)) float32 matrix mapping node values to the interpolating spline at 0..n-1."""
+    if len(nodes) == 1:
+        return np.ones((n, 1), dtype=np.float32)
+    k = min(3, len(nodes) - 1)
+    return make_interp_spline(nodes, np.eye(len(nodes)), k=k)(np.arange(n)).astype(np.float32)

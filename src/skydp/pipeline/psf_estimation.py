@@ -1,0 +1,163 @@
+"""PSF estimation from bright, isolated, unsaturated stars (used when the image has no PSF HDU).
+
+PSFEx-like: star stamps are centred (Fourier shift to their windowed centroid) and normalised;
+the model is the mean star plus ``n_components`` principal components of the residuals, whose
+coefficients vary over the detector as 2-D polynomials of order ``spatial_order``. Stars whose
+residual chi^2 is an outlier are rejected and the model refitted. The result is realised on a
+grid of stamps as a ``PixelPsf`` so the rest of the pipeline sees one PSF interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+import sep
+
+from skydp.exposure import PixelPsf
+from skydp.pipeline.detection import detect, snr_image
+from skydp.pipeline.moments import adaptive_moments
+from skydp.pipeline.stamps import StampCutter, round_half_up
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+SIZE_TOLERANCE = 0.2  # stars: |T / T_star - 1| below this (T = ixx + iyy)
+REJECTION_ROUNDS = 3
+
+
+class PsfEstimationError(ValueError):
+    """Too few usable stars to model the PSF."""
+
+
+@dataclass
+class EstimatedPsf:
+    psf: PixelPsf
+    n_stars: int
+    star_x: np.ndarray  # array-frame positions of the stars used
+    star_y: np.ndarray
+
+
+def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: tuple[int, int],
+                 initial_fwhm: float, stamp_size: int, n_components: int, spatial_order: int,
+                 grid: int, min_snr: float, max_stars: int) -> EstimatedPsf:
+    """Estimate a spatially varying pixelized PSF; positions of the returned PixelPsf are parent pixels."""
+    ny, nx = image.shape
+    sigma0 = initial_fwhm / FWHM_PER_SIGMA
+    snr = snr_image(np.where(bad, 0, image).astype(np.float32), np.where(bad, 0, variance).astype(np.float32), sigma0)
+    found = detect(snr, 5.0, 1, 0.0, deblend=False, deblend_nthresh=1, deblend_cont=1.0)
+    del snr
+    half = stamp_size // 2
+    cutter = StampCutter(half + 1)
+    cutter.add("image", image)
+    cutter.add("variance", variance)
+    cutter.add("bad", bad, fill=True)
+    cutter.add("labels", found.segmap)
+    bright = np.flatnonzero(found.peak_snr >= min_snr)
+    x, y = found.x[bright], found.y[bright]
+    inside = (x > half) & (x < nx - 1 - half) & (y > half) & (y < ny - 1 - half)
+    bright, x, y = bright[inside], x[inside], y[inside]
+    if bright.size < 3:
+        raise PsfEstimationError(f"PSF estimation: only {bright.size} sources with S/N >= {min_snr}")
+    x, y, _ = sep.winpos(np.ascontiguousarray(image, dtype=np.float32), x, y, np.full(x.size, sigma0))
+    cx, cy = round_half_up(x), round_half_up(y)
+    labels = cutter.cut("labels", cx, cy, stamp_size)
+    isolated = np.all((labels == 0) | (labels == (bright + 1)[:, None, None]), axis=(1, 2))
+    clean = ~np.any(cutter.cut("bad", cx, cy, stamp_size), axis=(1, 2))
+    keep = isolated & clean & np.isfinite(x) & np.isfinite(y)
+    x, y, cx, cy, bright = x[keep], y[keep], cx[keep], cy[keep], bright[keep]
+    data = cutter.cut("image", cx, cy, stamp_size).astype(np.float64)
+    var = cutter.cut("variance", cx, cy, stamp_size).astype(np.float64)
+    mom = adaptive_moments(data, var, np.ones(data.shape, bool), x - cx, y - cy, np.full(x.size, sigma0))
+    trace = mom.ixx + mom.iyy
+    star = _stellar_locus(trace)
+    order = np.argsort(-found.peak_snr[bright[star]])[:max_stars]
+    sel = np.flatnonzero(star)[order]
+    if sel.size < 3:
+        raise PsfEstimationError(f"PSF estimation: only {sel.size} isolated, unsaturated stars found")
+    stamps = _centre(data[sel], x[sel] - cx[sel], y[sel] - cy[sel])
+    flux = stamps.sum(axis=(1, 2))
+    stamps /= flux[:, None, None]
+    noise2 = var[sel] / flux[:, None, None] ** 2
+    model = _fit_model(stamps, noise2, x[sel], y[sel], (nx, ny), n_components, spatial_order)
+    gx = np.linspace(0, nx - 1, grid)
+    gy = np.linspace(0, ny - 1, grid)
+    px, py = np.meshgrid(gx, gy)
+    realised = model.evaluate(px.ravel(), py.ravel())
+    realised = np.clip(realised, 0, None)
+    psf = PixelPsf(realised, px.ravel() + xy0[0], py.ravel() + xy0[1])
+    used = model.used
+    return EstimatedPsf(psf=psf, n_stars=int(used.sum()), star_x=x[sel][used], star_y=y[sel][used])
+
+
+def _stellar_locus(trace: np.ndarray) -> np.ndarray:
+    """Stars: within SIZE_TOLERANCE of the densest size among the smallest sources."""
+    ok = np.isfinite(trace) & (trace > 0)
+    t = np.where(ok, trace, np.inf)
+    near = np.abs(t[:, None] / t[None, :] - 1) < SIZE_TOLERANCE / 2
+    density = np.where(ok, near.sum(axis=1), -1)
+    # the stellar locus is the densest size clump; among equally dense clumps take the smallest
+    best = np.lexsort((t, -density))[0]
+    return ok & (np.abs(t / t[best] - 1) < SIZE_TOLERANCE)
+
+
+def _centre(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Shift each stamp by (-dx, -dy) so the star centre lands on the centre pixel (Fourier shift)."""
+    s = stamps.shape[-1]
+    ky = scipy.fft.fftfreq(s)[None, :, None]
+    kx = scipy.fft.fftfreq(s)[None, None, :]
+    phase = np.exp(2j * np.pi * (kx * dx[:, None, None] + ky * dy[:, None, None]))
+    return scipy.fft.ifft2(scipy.fft.fft2(stamps, axes=(1, 2), workers=1) * phase, axes=(1, 2), workers=1).real
+
+
+@dataclass
+class _PcaModel:
+    mean: np.ndarray  # (S, S)
+    components: np.ndarray  # (n, S, S)
+    poly: np.ndarray  # (n, n_terms) polynomial coefficients
+    order: int
+    scale: tuple[float, float]
+    used: np.ndarray
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        coeff = _poly_terms(x, y, self.order, self.scale) @ self.poly.T  # (N, n)
+        return self.mean[None] + np.einsum("nk,kij->nij", coeff, self.components)
+
+
+def _poly_terms(x, y, order, scale):
+    u = 2 * np.asarray(x, float) / scale[0] - 1
+    v = 2 * np.asarray(y, float) / scale[1] - 1
+    return np.stack([u**i * v**j for i in range(order + 1) for j in range(order + 1 - i)], axis=1)
+
+
+def _fit_model(stamps, noise2, x, y, scale, n_components, spatial_order) -> _PcaModel:
+    n, s, _ = stamps.shape
+    used = np.ones(n, dtype=bool)
+    model = None
+    for _ in range(REJECTION_ROUNDS):
+        order = spatial_order
+        while order > 0 and (order + 1) * (order + 2) // 2 * 2 > used.sum():
+            order -= 1
+        k = min(n_components, max(used.sum() - 2, 0)) if order > 0 else 0
+        flat = stamps[used].reshape(used.sum(), -1)
+        mean = flat.mean(axis=0)
+        if k:
+            _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+            comps = vt[:k]
+            coeff = (flat - mean) @ comps.T
+            terms = _poly_terms(x[used], y[used], order, scale)
+            poly = np.linalg.lstsq(terms, coeff, rcond=None)[0].T
+        else:
+            comps = np.zeros((0, s * s))
+            poly = np.zeros((0, 1))
+            order = 0
+        model = _PcaModel(mean.reshape(s, s), comps.reshape(-1, s, s), poly, order, scale, used.copy())
+        resid = stamps - model.evaluate(x, y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            chi2 = np.nansum(resid**2 / noise2, axis=(1, 2)) / (s * s)
+        med = np.median(chi2[used])
+        mad = 1.4826 * np.median(np.abs(chi2[used] - med))
+        new_used = used & (chi2 < med + 5 * max(mad, 0.05 * med))
+        if new_used.sum() < 3 or np.array_equal(new_used, used):
+            break
+        used = new_used
+    return model

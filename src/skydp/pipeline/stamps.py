@@ -1,0 +1,38 @@
+"""Cut (N, S, S) stamps around many positions at once from padded planes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class StampCutter:
+    """Holds planes padded by ``pad`` px so that stamps near the border need no special case.
+
+    ``cut(plane, cx, cy, size)`` returns stamps whose centre pixel S//2 is array pixel (cx, cy)
+    (integers, array frame); padding pixels have value ``fill``.
+    """
+
+    def __init__(self, pad: int) -> None:
+        self.pad = int(pad)
+        self._planes: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, plane: np.ndarray, fill: float | int = 0) -> None:
+        """Register a plane under ``name`` (a padded copy is kept)."""
+        self._planes[name] = np.pad(plane, self.pad, mode="constant", constant_values=fill)
+
+    def cut(self, name: str, cx: np.ndarray, cy: np.ndarray, size: int) -> np.ndarray:
+        """(N, size, size) stamps of plane ``name`` centred on integer array pixels (cx, cy)."""
+        half = size // 2
+        if half > self.pad:
+            raise ValueError(f"stamp size {size} exceeds the padding {self.pad}")
+        padded = self._planes[name]
+        ny, nx = padded.shape
+        x0 = np.clip(np.asarray(cx, dtype=np.int64) + self.pad - half, 0, nx - size)
+        y0 = np.clip(np.asarray(cy, dtype=np.int64) + self.pad - half, 0, ny - size)
+        offs = np.arange(size)
+        return padded[(y0[:, None] + offs)[:, :, None], (x0[:, None] + offs)[:, None, :]]
+
+
+def round_half_up(v: np.ndarray) -> np.ndarray:
+    """floor(v + 0.5) as int64: the pixel convention of PixelPsf.images_at."""
+    return np.floor(np.asarray(v, dtype=np.float64) + 0.5).astype(np.int64)
