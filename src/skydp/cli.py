@@ -68,6 +68,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from skydp.sim import simulate
+
+    result = simulate(args.outdir, preset=args.preset, seed=args.seed, jobs=args.jobs, write_psf=not args.no_psf)
+    print(f"wrote {len(result.images)} visit image(s) and truth tables to {result.outdir}")
+    return 0
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from skydp.exposure import read_exposure
+    from skydp.pipeline import SingleVisitConfig, process_visit_image
+
+    config = SingleVisitConfig(threshold=args.threshold, min_area=args.min_area, deblend=not args.no_deblend)
+    result = process_visit_image(read_exposure(args.image), config)
+    pq.write_table(result.sources, args.output)
+    n_sky = sum(result.sources.column("sky_source").to_pylist())
+    print(f"{args.image}: {result.sources.num_rows - n_sky} sources (+{n_sky} sky sources) -> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skydp",
@@ -98,11 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "simulate a small survey, run the whole ETL and show sample queries", _not_built(6))
     p.add_argument("--repo", type=Path, default=Path("skydp-demo"))
 
-    p = add("simulate", "simulate an LSST-like survey: visit images plus truth tables", _not_built(3))
+    p = add("simulate", "simulate an LSST-like survey: visit images plus truth tables", _cmd_simulate)
     p.add_argument("outdir", type=Path)
+    p.add_argument("--preset", choices=("tiny", "demo", "survey"), default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="detectors drawn in parallel")
+    p.add_argument("--no-psf", action="store_true", help="leave the PSF HDU out of the images")
 
-    p = add("measure", "single-visit processing of one image into a Source table (Parquet)", _not_built(4))
-    p.add_argument("image", type=Path)
+    p = add("measure", "single-visit processing of one image into a Source table (Parquet)", _cmd_measure)
+    p.add_argument("image", type=Path, help="visit-image FITS file, or a plain image with a WCS")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output Parquet file")
+    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma of the PSF-smoothed noise")
+    p.add_argument("--min-area", type=int, default=1, help="minimum pixels above threshold")
+    p.add_argument("--no-deblend", action="store_true", help="do not split blended footprints")
 
     p = add("forced", "forced PSF photometry at given sky positions on one image", _not_built(8))
     p.add_argument("image", type=Path)
