@@ -90,6 +90,26 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from skydp.etl.lock import RepositoryBusy
+    from skydp.etl.pipeline import STAGES
+    from skydp.etl.runner import RunOptions, run
+
+    options = RunOptions(jobs=args.jobs, executor=args.executor, retry_failed=args.retry_failed,
+                         since=args.since, progress=False if args.quiet else None)
+    try:
+        report = run(args.repo, STAGES, options, command=" ".join(sys.argv))
+    except RepositoryBusy as err:
+        print(f"skydp run: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    if not args.quiet:
+        print(report.table())
+        for failure in report.failures:
+            print(f"FAILED {one_line(failure)}", file=sys.stderr)
+    print(report.one_line())
+    return 0 if report.ok else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skydp",
@@ -114,8 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "list datasets per type and status, and every failure with its reason", _cmd_status)
     p.add_argument("repo", type=Path)
 
-    p = add("run", "run every processing stage for what is new in a repository", _not_built(6))
+    p = add("run", "run every processing stage for what is new in a repository", _cmd_run)
     p.add_argument("repo", type=Path)
+    p.add_argument("--jobs", type=int, default=1, help="detectors processed in parallel")
+    p.add_argument("--executor", choices=("local", "spark"), default="local",
+                   help="where per-detector tasks run (spark needs the [spark] extra)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed units again")
+    p.add_argument("--since", type=int, metavar="DAY_OBS", help="only inputs from nights >= DAY_OBS (YYYYMMDD)")
+    p.add_argument("--quiet", action="store_true", help="no progress or table; one summary line (for cron)")
 
     p = add("demo", "simulate a small survey, run the whole ETL and show sample queries", _not_built(6))
     p.add_argument("--repo", type=Path, default=Path("skydp-demo"))
