@@ -72,7 +72,7 @@ class Catalog:
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query (DuckDB SQL with the skydp macros) with bound parameters; polars via Arrow."""
-        return pl.from_arrow(self._con.execute(query, params or []).fetch_arrow_table())
+        return pl.from_arrow(self._con.execute(query, params or []).to_arrow_table())
 
     def cone(self, table: str, ra: float, dec: float, radius: float,
              columns: Sequence[str] | None = None) -> pl.DataFrame:
@@ -113,7 +113,7 @@ class Catalog:
             con.register("_skydp_left", left.to_arrow())
             res = pl.from_arrow(con.execute(
                 f"SELECT _left_row, unnest(match), sep * 3600 AS sep_arcsec "
-                f"FROM xmatch('_skydp_left', '{table}', $1) ORDER BY _left_row", [radius]).fetch_arrow_table())
+                f"FROM xmatch('_skydp_left', '{table}', $1) ORDER BY _left_row", [radius]).to_arrow_table())
         finally:
             con.close()
         res = res.rename({c: f"match_{c}" for c in res.columns if c not in ("_left_row", "sep_arcsec")})
