@@ -1,0 +1,127 @@
+"""SQL macros against independent references: healpy, astropy, and the duckdb shell binary."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import healpy as hp
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from skydp.store import Catalog, build_database, write_hats
+from skydp.store.database import sql_files
+from skydp.store.synthetic import synthetic_table
+
+
+@pytest.fixture(scope="module")
+def con():
+    c = duckdb.connect()
+    c.execute(sql_files()[0])  # 10_healpix.sql needs no tables
+    return c
+
+
+def test_healpix_nest_bit_exact_with_healpy(con):
+    rng = np.random.default_rng(11)
+    n = 1_000_000
+    ra = rng.uniform(0, 360, n)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    # poles, the belt/cap transition |z| = 2/3, face edges (ra multiples of 45) and pixel corners
+    edge_dec = np.degrees(np.arcsin(2 / 3))
+    special_ra = np.concatenate([np.arange(0, 360, 45.0), np.nextafter(np.arange(0, 360, 45.0), 0)])
+    special_dec = np.array([90, -90, edge_dec, -edge_dec, np.nextafter(edge_dec, 0), 0.0, 89.999999, -89.43])
+    sr, sd = np.meshgrid(special_ra, special_dec)
+    k = rng.integers(0, 30, n)
+    corners = np.concatenate([hp.vec2ang(hp.boundaries(1 << int(o), rng.integers(0, 12 * 4 ** int(o), 50),
+                                                       nest=True).transpose(0, 2, 1).reshape(-1, 3), lonlat=True)
+                              for o in (3, 10, 20)], axis=1)
+    ra = np.concatenate([ra, sr.ravel(), corners[0]])
+    dec = np.concatenate([dec, sd.ravel(), corners[1]])
+    order = np.concatenate([k, rng.integers(0, 30, sr.size + corners.shape[1])])
+    t = pa.table({"o": order, "ra": ra, "dec": dec})
+    got = con.execute("SELECT healpix_nest(o, ra, dec) AS h FROM t").fetchnumpy()["h"]
+    expected = np.empty(len(ra), np.int64)
+    for o in range(30):
+        m = order == o
+        expected[m] = hp.ang2pix(1 << o, ra[m], dec[m], nest=True, lonlat=True)
+    assert len(ra) >= 1_000_000
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_ang_sep_against_astropy(con):
+    from astropy.coordinates import SkyCoord
+    con.execute(sql_files()[1].split("-- (ra, dec) within radius")[0])
+    rng = np.random.default_rng(5)
+    ra1 = rng.uniform(0, 360, 2000); dec1 = rng.uniform(-90, 90, 2000)
+    scale = 10.0 ** rng.uniform(-7, 2.3, 2000)  # ~0.4 mas .. 180 deg
+    ra2 = ra1 + rng.normal(0, 1, 2000) * scale; dec2 = np.clip(dec1 + rng.normal(0, 1, 2000) * scale, -90, 90)
+    t = pa.table({"ra1": ra1, "dec1": dec1, "ra2": ra2, "dec2": dec2})
+    got = con.execute("SELECT ang_sep(ra1, dec1, ra2, dec2) AS s FROM t").fetchnumpy()["s"]
+    ref = SkyCoord(ra1, dec1, unit="deg").separation(SkyCoord(ra2, dec2, unit="deg")).deg
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    assert con.execute("SELECT ang_sep(0, 0, 180, 0)").fetchone()[0] == pytest.approx(180.0, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("sqlrepo")
+    rng = np.random.default_rng(9)
+    n = 20_000
+    ra = rng.uniform(0, 360, n); dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    write_hats("Object", synthetic_table("Object", ra, dec), repo / "hats", max_rows_per_partition=800)
+    build_database(repo)
+    return repo, ra, dec
+
+
+def test_crossmatch_against_astropy(repo):
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+    import polars as pl
+    path, ra, dec = repo
+    rng = np.random.default_rng(2)
+    pick = rng.choice(len(ra), 3000, replace=False)
+    q_ra = np.concatenate([ra[pick] + rng.normal(0, 1e-4, 3000), rng.uniform(0, 360, 500)])
+    q_dec = np.concatenate([np.clip(dec[pick] + rng.normal(0, 1e-4, 3000), -90, 90),
+                            rng.uniform(-90, 90, 500)])
+    radius = 2.0 / 3600
+    with Catalog(path) as cat:
+        res = cat.crossmatch(pl.DataFrame({"ra": q_ra, "dec": q_dec, "k": np.arange(len(q_ra))}), radius)
+    idx, sep, _ = SkyCoord(q_ra, q_dec, unit="deg").match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
+    ok = sep.deg <= radius
+    assert sorted(res["k"].to_list()) == list(np.flatnonzero(ok))
+    assert (res.sort("k")["match_objectId"].to_numpy() == idx[ok] + 1).all()
+
+
+def test_catalog_rejects_bad_values(repo):
+    path, _, _ = repo
+    with Catalog(path) as cat:
+        for kwargs, name in ((dict(ra=1, dec=91, radius=1), "dec"), (dict(ra=1, dec=0, radius=0), "radius"),
+                             (dict(ra=float("nan"), dec=0, radius=1), "ra")):
+            with pytest.raises(ValueError, match=name):
+                cat.cone("Object", **kwargs)
+        with pytest.raises(ValueError, match="table"):
+            cat.cone("Object; DROP TABLE x", 1, 1, 1)
+        with pytest.raises(ValueError, match="columns"):
+            cat.cone("Object", 1, 1, 1, columns=["nope"])
+        # ra outside [0, 360) is normalised
+        a = cat.cone("Object", 370, 10, 5, columns=["objectId"])["objectId"].sort().to_list()
+        b = cat.cone("Object", 10, 10, 5, columns=["objectId"])["objectId"].sort().to_list()
+        assert a == b and a
+
+
+def test_duckdb_shell_opens_database(repo):
+    path, ra, dec = repo
+    shell = shutil.which("duckdb") or str(Path(sys.executable).parent / "duckdb")
+    query = ("SELECT count(*) FROM cone('Object', 120.0, 10.0, 5.0);"
+             "SELECT count(*) FROM Object o JOIN cone('Object', 120.0, 10.0, 5.0) c USING (objectId);"
+             "SELECT healpix_nest(29, 120.0, 10.0);")
+    out = subprocess.run([shell, "-readonly", "-csv", "-noheader", str(path / "catalog.duckdb"), "-c", query],
+                         capture_output=True, text=True, check=True).stdout.split()
+    from astropy.coordinates import SkyCoord
+    expected = int((SkyCoord(ra, dec, unit="deg").separation(SkyCoord(120, 10, unit="deg")).deg <= 5).sum())
+    assert out == [str(expected), str(expected),
+                   str(hp.ang2pix(1 << 29, 120.0, 10.0, nest=True, lonlat=True))]
