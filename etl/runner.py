@@ -99,6 +99,10 @@ def commit(repo: Repository, stage: Stage, unit: Unit, result: TaskResult, run_i
         return
     placed = [(out, repo.place(out.staged, out.relative)) for out in result.outputs]
     with registry.transaction() as conn:
+        if not any(out.dataset_type == stage.output_type for out in result.outputs):
+            # a stage whose product is not one file (a catalog rebuilt in place) leaves a marker row
+            registry.put(conn, stage.output_type, unit.data_id, sha256=fingerprint, run_id=run_id,
+                         meta={"fingerprint": fingerprint})
         for out, path in placed:
             meta = dict(out.meta)
             if out.dataset_type == stage.output_type:

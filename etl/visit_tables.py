@@ -22,7 +22,7 @@ SHARED_COLUMNS = ("band", "physical_filter", "skyRotation", "zenithDistance", "e
 def ccd_visit_table(summaries: list[dict[str, Any]]) -> pa.Table:
     """CcdVisit rows ordered by (visitId, detector)."""
     rows = sorted(summaries, key=lambda r: (r["visitId"], r["detector"]))
-    return _to_table("CcdVisit", rows)
+    return tables.from_rows("CcdVisit", rows)
 
 
 def visit_table(summaries: list[dict[str, Any]], pointing: dict[int, dict[str, Any]]) -> pa.Table:
@@ -38,11 +38,4 @@ def visit_table(summaries: list[dict[str, Any]], pointing: dict[int, dict[str, A
         row.update(ra=meta["boresight_ra"], dec=meta["boresight_dec"], airmass=meta["airmass"],
                    azimuth=None, altitude=None if zenith is None else 90.0 - zenith)
         rows[visit] = row
-    return _to_table("Visit", list(rows.values()))
-
-
-def _to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
-    if not rows:
-        return tables.empty_table(name)
-    names = sorted({key for row in rows for key in row})
-    return tables.to_arrow(name, {c: [r.get(c) for r in rows] for c in names})
+    return tables.from_rows("Visit", list(rows.values()))

@@ -110,6 +110,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILURE
 
 
+def _print_frame(frame, fmt: str, output: Path | None) -> None:
+    """Show a polars DataFrame as a table, or write it as CSV / JSON / Parquet."""
+    import polars as pl
+
+    if fmt == "parquet":
+        if output is None:
+            raise ValueError("--format parquet needs -o/--output FILE")
+        frame.write_parquet(output)
+    elif fmt == "csv":
+        frame.write_csv(output) if output else sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        frame.write_json(output) if output else print(frame.write_json())
+    else:
+        with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=60):
+            print(frame)
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from skydp.store import Catalog
+
+    with Catalog(args.repo) as catalog:
+        _print_frame(catalog.sql(args.query), args.format, args.output)
+    return 0
+
+
+def _cmd_cone(args: argparse.Namespace) -> int:
+    from skydp.store import Catalog
+
+    columns = args.columns.split(",") if args.columns else None
+    with Catalog(args.repo) as catalog:
+        _print_frame(catalog.cone(args.table, args.ra, args.dec, args.radius, columns=columns), args.format, args.output)
+    return 0
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skydp",
@@ -167,16 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("science", type=Path)
     p.add_argument("template", type=Path)
 
-    p = add("sql", "run a SQL query on a repository's catalog database", _not_built(5))
+    p = add("sql", "run a SQL query (DuckDB dialect with skydp's spatial macros) on a repository", _cmd_sql)
     p.add_argument("repo", type=Path)
     p.add_argument("query")
+    _add_output_options(p)
 
-    p = add("cone", "cone search of one table", _not_built(5))
+    p = add("cone", "cone search of one table: rows within RADIUS degrees of (RA, DEC)", _cmd_cone)
     p.add_argument("repo", type=Path)
     p.add_argument("table")
-    p.add_argument("ra", type=float)
-    p.add_argument("dec", type=float)
-    p.add_argument("radius", type=float)
+    p.add_argument("ra", type=float, help="degrees")
+    p.add_argument("dec", type=float, help="degrees")
+    p.add_argument("radius", type=float, help="degrees")
+    p.add_argument("--columns", help="comma-separated columns (default: all)")
+    _add_output_options(p)
 
     p = add("export", "export a repository's catalogs for Spark and other tools", _not_built(5))
     p.add_argument("repo", type=Path)

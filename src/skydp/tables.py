@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.resources
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -230,6 +230,13 @@ class SchemaSet:
             arrays.append(array)
         return pa.Table.from_arrays(arrays, schema=schema)
 
+    def from_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+        """``to_arrow`` for a list of row dicts; a key absent from a row is a null there."""
+        if not rows:
+            return self.empty_table(table)
+        names = sorted({key for row in rows for key in row})
+        return self.to_arrow(table, {n: [row.get(n) for row in rows] for n in names})
+
     def duckdb_create(self, table: str) -> str:
         """``CREATE TABLE`` statement for DuckDB, with NOT NULL and the primary key."""
         t = self.table(table)
@@ -352,6 +359,11 @@ def empty_table(table: str) -> pa.Table:
 def to_arrow(table: str, data: Mapping[str, Any] | pa.Table) -> pa.Table:
     """Cast and order ``data`` to the exact schema of ``table`` (see SchemaSet.to_arrow)."""
     return _installed().to_arrow(table, data)
+
+
+def from_rows(table: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts) of ``table`` as an Arrow table with its exact schema (see SchemaSet.from_rows)."""
+    return _installed().from_rows(table, rows)
 
 
 def duckdb_create(table: str) -> str:

@@ -72,7 +72,10 @@ class Catalog:
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query (DuckDB SQL with the skydp macros) with bound parameters; polars via Arrow."""
-        return pl.from_arrow(self._con.execute(query, params or []).to_arrow_table())
+        relation = self._con.sql(query, params=params or None)
+        if relation is None:  # a statement without a result (SET, CREATE TEMP ...)
+            return pl.DataFrame()
+        return pl.from_arrow(relation.to_arrow_table())
 
     def cone(self, table: str, ra: float, dec: float, radius: float,
              columns: Sequence[str] | None = None) -> pl.DataFrame:
