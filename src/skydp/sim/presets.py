@@ -115,7 +115,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: "str | Preset", **overrides) -> Preset:
+def get_preset(name: str | Preset, **overrides: object) -> Preset:
     """The named preset (or a given Preset) with ``overrides`` applied; unknown names raise ValueError."""
     if isinstance(name, Preset):
         preset = name

@@ -30,12 +30,18 @@ import numpy as np
 from astropy.wcs import WCS
 
 from skydp.sim import detector as det
-from skydp.sim.bands import electrons_per_njy, mag_to_njy
+from skydp.sim.bands import electrons_per_njy, mag_to_njy, njy_to_mag
 from skydp.sim.observing import Observation, detector_offsets, focal_plane_radius
 from skydp.sim.presets import Preset
-from skydp.sim.sky import GALAXY, KINDS, MOVER, SkyCatalog
-from skydp.sim.wcs import PIXEL_SCALE, detector_wcs, galsim_jacobian, local_jacobians, radial_distortion_coefficient
-from skydp.sim.wcs import sky_to_pixel
+from skydp.sim.sky import GALAXY, MOVER, STAR, SkyCatalog
+from skydp.sim.wcs import (
+    PIXEL_SCALE,
+    detector_wcs,
+    galsim_jacobian,
+    local_jacobians,
+    radial_distortion_coefficient,
+    sky_to_pixel,
+)
 
 MOFFAT_BETA = 3.5
 STAMP_RADIUS_FWHM = 5.0
@@ -58,7 +64,7 @@ class Rendered:
     psf_y: np.ndarray
     epochs: dict[str, np.ndarray]  # truth rows of the objects whose centre lies on the detector
     cosmics: dict[str, np.ndarray]  # x, y, flux (nJy) of every pixel hit by a cosmic ray
-    conditions: dict[str, float]  # sky, zero point, seeing... for visits.parquet
+    conditions: dict[str, float | int]  # sky, zero point, seeing... for visits.parquet
 
 
 class PsfModel:
@@ -163,8 +169,8 @@ def render(
     counts = rng.poisson(expected).astype(float) + rng.normal(0.0, det.READ_NOISE, expected.shape)
     cr = det.cosmic_rays(rng, (ny, nx), preset.cosmic_rate, obs.exptime)
     counts += cr
-    detector_rng = np.random.default_rng([seed, detector, 7])  # defects belong to the detector
-    bad = det.apply_bad_columns(rng, counts, det.bad_columns(detector_rng, (ny, nx)))
+    defects_rng = np.random.default_rng([seed, 2, detector])  # defect positions depend on the detector only
+    bad = det.apply_bad_columns(rng, counts, det.bad_columns(defects_rng, (ny, nx)))
     sat = det.bleed_saturation(counts)
     corner = (int(offset[0] > 0), int(offset[1] > 0)) if preset.n_detectors > 1 else (0, 0)
     no_data = det.no_data_corner((ny, nx), corner)
@@ -178,7 +184,7 @@ def render(
     # truth rows: objects whose centre is on the detector
     on = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
     if preset.epoch_mag_limit is not None:
-        static = np.isin(cat.kind[near], [0, GALAXY])
+        static = np.isin(cat.kind[near], [STAR, GALAXY])
         on &= ~static | (cat.flux[near, 2] >= mag_to_njy(preset.epoch_mag_limit))
     epochs = {
         "id": cat.id[near[on]],
@@ -200,14 +206,15 @@ def render(
         "sky_mag": obs.sky_mag,
         "sky_electrons": sky_e,
         "njy_per_electron": njy_per_e,
-        "zero_point": float(2.5 * np.log10(e_per_njy / obs.exptime) + 31.4),
+        "zero_point": float(njy_to_mag(obs.exptime / e_per_njy)),  # AB mag giving 1 e-/s
         "sky_noise": float(sky_sigma_njy),
         "read_noise": det.READ_NOISE,
         "full_well": det.FULL_WELL,
+        "n_drawn": int(draw.sum()),  # objects drawn with their centre within DRAW_MARGIN of the detector
         "center_ra": float(centre_ra[0]),
         "center_dec": float(centre_dec[0]),
         # 5-sigma point-source depth: n_eff = 2.266 (FWHM/pixel)^2 pixels of sky noise (SMTN-002)
-        "m5": float(31.4 - 2.5 * np.log10(5.0 * sky_sigma_njy * np.sqrt(2.266 * (cfwhm / PIXEL_SCALE) ** 2))),
+        "m5": float(njy_to_mag(5.0 * sky_sigma_njy * np.sqrt(2.266 * (cfwhm / PIXEL_SCALE) ** 2))),
     }
     masks = {"BAD": bad, "SAT": sat, "NO_DATA": no_data}
     return Rendered(image, variance, masks, wcs, stamps, psf_x, psf_y, epochs, cosmics, conditions)

@@ -2,7 +2,7 @@
 
 Randomness is split so that results never depend on ``jobs`` or on the order of work: the schedule
 and the sky come from ``(seed, 1)``, each image from ``(seed, visit, detector, snap)`` and each
-detector's defects from ``(seed, detector)``. Images are written by the worker that draws them, so
+detector's defects from ``(seed, 2, detector)``. Images are written by the worker that draws them, so
 only truth rows travel back to the parent.
 """
 

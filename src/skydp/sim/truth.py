@@ -8,8 +8,11 @@
 - ``truth_epochs.parquet``: one row per object whose centre lies on an image (pixel centres
   -0.5 <= x < nx - 0.5), with its true flux at mid-exposure (``mjd``), 0-based pixel x, y, sky
   position at that time, and ``drawn`` (False when it was too faint to be drawn or is a transient
-  before explosion). Static objects fainter than ``Preset.epoch_mag_limit`` are left out.
-- ``visits.parquet``: observing conditions per visit, detector and snap, with the image path.
+  before explosion). Static objects fainter than ``Preset.epoch_mag_limit`` are left out. Rows
+  are kept for objects inside the NO_DATA corner or on a bad column: the mask tells which.
+- ``visits.parquet``: observing conditions per visit, detector and snap (seeing = PSF FWHM in arcsec
+  at the detector centre; zero_point = AB mag giving 1 e-/s; m5 = 5-sigma point-source depth;
+  n_drawn = objects drawn on the image), with the image path relative to OUTDIR.
 - ``truth_cosmics.parquet``: every pixel hit by a cosmic ray and the flux (nJy) added to it.
 """
 
@@ -91,6 +94,6 @@ VISIT_SCHEMA = pa.schema(
         ("center_ra", pa.float64()), ("center_dec", pa.float64()), ("seeing", pa.float64()),
         ("sky_mag", pa.float64()), ("sky_electrons", pa.float64()), ("sky_noise", pa.float64()),
         ("zero_point", pa.float64()), ("njy_per_electron", pa.float64()), ("read_noise", pa.float64()),
-        ("full_well", pa.float64()), ("m5", pa.float64()), ("image", pa.string()),
+        ("full_well", pa.float64()), ("m5", pa.float64()), ("n_drawn", pa.int32()), ("image", pa.string()),
     ]
 )
