@@ -108,6 +108,8 @@ def _neff(fwhm_pix: float) -> float:
 
 def _positions(rng, n, nx, ny, margin, min_sep):
     xs, ys = [], []
+    if min_sep and n * np.pi * (min_sep / 2) ** 2 > 0.45 * (nx - 2 * margin) * (ny - 2 * margin):
+        raise ValueError(f"{n} sources {min_sep} px apart do not fit on {nx}x{ny}")
     while len(xs) < n:
         x, y = rng.uniform(margin, nx - margin), rng.uniform(margin, ny - margin)
         if min_sep and xs and np.min(np.hypot(np.array(xs) - x, np.array(ys) - y)) < min_sep:

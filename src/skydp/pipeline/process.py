@@ -95,7 +95,10 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     sigma = psf_shape.sigma
 
     # 3. cosmic rays
-    crs = find_cosmic_rays(exp.image, var_work, unusable, psf_sharpness_ratios(psf_kernel),
+    # the sharpest PSF anywhere on the detector sets the limit, so no star core passes for a CR
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 3) + exp.xy0[0], np.linspace(0, ny - 1, 3) + exp.xy0[1])
+    ratios = np.min([psf_sharpness_ratios(exp.psf.image(a, b)) for a, b in zip(gx.ravel(), gy.ravel())], axis=0)
+    crs = find_cosmic_rays(exp.image, var_work, unusable, ratios,
                            config.cr_min_sigma, config.cr_sharpness_margin)
     if crs.any():
         mask.set("CR", mask.get("CR") | crs)
