@@ -18,7 +18,7 @@ from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_s
 from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_kernel_1d, snr_image
 from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_mask_bits, pixel_flags
-from skydp.pipeline.psf_estimation import estimate_psf
+from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaussian_psf
 from skydp.pipeline.psf_photometry import fit_psf, measurement_stamps
 from skydp.pipeline.sky_sources import place_sky_sources
 from skydp.pipeline.stamps import StampCutter
@@ -83,11 +83,16 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     # 2. PSF
     n_psf_star = None
     if exp.psf is None:
-        estimated = estimate_psf(exp.image, var_work, unusable, exp.xy0, config.initial_psf_fwhm,
-                                 config.psf_stamp_size, config.psf_n_components, config.psf_spatial_order,
-                                 config.psf_grid, config.psf_min_snr, config.psf_max_stars)
-        exp.psf = estimated.psf
-        n_psf_star = estimated.n_stars
+        try:
+            estimated = estimate_psf(exp.image, var_work, unusable, exp.xy0, config.initial_psf_fwhm,
+                                     config.psf_stamp_size, config.psf_n_components, config.psf_spatial_order,
+                                     config.psf_grid, config.psf_min_snr, config.psf_max_stars)
+            exp.psf = estimated.psf
+            n_psf_star = estimated.n_stars
+        except PsfEstimationError as exc:
+            exp.psf = gaussian_psf(config.initial_psf_fwhm, config.psf_stamp_size, exp.xy0)
+            n_psf_star = 0
+            exp.info.warnings.append(f"{exc}; using a Gaussian PSF of FWHM {config.initial_psf_fwhm} px")
     ny, nx = exp.shape
     cx_parent, cy_parent = exp.xy0[0] + (nx - 1) / 2.0, exp.xy0[1] + (ny - 1) / 2.0
     psf_shape = exp.psf.shape(cx_parent, cy_parent)

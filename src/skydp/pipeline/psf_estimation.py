@@ -89,6 +89,18 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     return EstimatedPsf(psf=psf, n_stars=int(used.sum()), star_x=x[sel][used], star_y=y[sel][used])
 
 
+def gaussian_psf(fwhm: float, stamp_size: int, xy0: tuple[int, int]) -> PixelPsf:
+    """Circular Gaussian PSF (pixel-integrated) of ``fwhm`` px: the fallback when no stars are usable."""
+    sigma = fwhm / FWHM_PER_SIGMA
+    edges = np.arange(stamp_size + 1) - stamp_size // 2 - 0.5
+    from scipy.special import erf
+
+    cdf = 0.5 * (1 + erf(edges / (np.sqrt(2) * sigma)))
+    profile = np.diff(cdf)
+    stamp = np.outer(profile, profile)
+    return PixelPsf(stamp[None], np.array([float(xy0[0])]), np.array([float(xy0[1])]))
+
+
 def _stellar_locus(trace: np.ndarray) -> np.ndarray:
     """Stars: within SIZE_TOLERANCE of the densest size among the smallest sources."""
     ok = np.isfinite(trace) & (trace > 0)
