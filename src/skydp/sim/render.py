@@ -149,16 +149,15 @@ def render(
 
     # draw
     scene = galsim.ImageD(nx, ny, xmin=0, ymin=0)
-    jacs = local_jacobians(wcs, x[draw], y[draw])
-    fwhm, g1, g2 = psf_model.parameters(x[draw], y[draw])
-    for j, i in enumerate(near[draw]):
-        psf = psf_model.profile(fwhm[j], g1[j], g2[j])
-        prof = _object_profile(cat, i, flux_e[draw][j], psf, obs)
-        xi, yi = x[draw][j], y[draw][j]
+    rows, dx, dy, df = near[draw], x[draw], y[draw], flux_e[draw]
+    jacs = local_jacobians(wcs, dx, dy)
+    fwhm, g1, g2 = psf_model.parameters(dx, dy)
+    for j, i in enumerate(rows):
+        prof = _object_profile(cat, i, df[j], psf_model.profile(fwhm[j], g1[j], g2[j]), obs)
         size = None
         if cat.kind[i] != GALAXY:  # GalSim's automatic size would lose ~0.5 % of a point source
             size = 2 * int(np.ceil(STAMP_RADIUS_FWHM * fwhm[j] / PIXEL_SCALE)) + 1
-        stamp = prof.drawImage(nx=size, ny=size, wcs=galsim_jacobian(jacs[j]), center=galsim.PositionD(xi, yi))
+        stamp = prof.drawImage(nx=size, ny=size, wcs=galsim_jacobian(jacs[j]), center=galsim.PositionD(dx[j], dy[j]))
         overlap = stamp.bounds & scene.bounds
         if overlap.isDefined():
             scene[overlap] += stamp[overlap]
