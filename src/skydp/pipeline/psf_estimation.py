@@ -151,13 +151,18 @@ def _fit_model(stamps, noise2, x, y, scale, n_components, spatial_order) -> _Pca
             order -= 1
         k = min(n_components, max(used.sum() - 2, 0)) if order > 0 else 0
         flat = stamps[used].reshape(used.sum(), -1)
-        mean = flat.mean(axis=0)
+        # weight each star by its S/N^2 (inverse mean pixel noise of the normalised stamp), so the
+        # bright stars, not the noise of the faint ones, define the components and their variation
+        w = 1.0 / np.mean(noise2[used], axis=(1, 2))
+        w /= w.sum()
+        mean = w @ flat
         if k:
-            _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+            sw = np.sqrt(w)[:, None]
+            _, _, vt = np.linalg.svd((flat - mean) * sw, full_matrices=False)
             comps = vt[:k]
             coeff = (flat - mean) @ comps.T
             terms = _poly_terms(x[used], y[used], order, scale)
-            poly = np.linalg.lstsq(terms, coeff, rcond=None)[0].T
+            poly = np.linalg.lstsq(terms * sw, coeff * sw, rcond=None)[0].T
         else:
             comps = np.zeros((0, s * s))
             poly = np.zeros((0, 1))
