@@ -31,6 +31,7 @@ class IngestReport:
 
     ingested: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # already ingested, identical bytes
 
 
 def data_id_of(exposure: Exposure) -> dict[str, int]:
@@ -104,8 +105,13 @@ def input_path(data_id: dict[str, int], day_obs: int) -> str:
     return f"images/input/{day_obs}/{data_id['visit']}/input_{data_id['visit']}_det{data_id['detector']:03d}{snap}.fits"
 
 
-def ingest(repo: Repository, paths: Iterable[Path], *, link: bool = False) -> IngestReport:
-    """Validate ``paths`` and register the good ones; bad ones are reported, never partially stored."""
+def ingest(repo: Repository, paths: Iterable[Path], *, link: bool = False, skip_existing: bool = False) -> IngestReport:
+    """Validate ``paths`` and register the good ones; bad ones are reported, never partially stored.
+
+    ``skip_existing`` quietly skips a file whose data id is registered with the same checksum
+    (re-ingesting an incoming directory every night); a different file under a registered data id
+    is always rejected.
+    """
     report = IngestReport()
     accepted: list[tuple[Path, dict[str, int], dict[str, Any]]] = []
     seen: dict[str, Path] = {}
@@ -119,6 +125,9 @@ def ingest(repo: Repository, paths: Iterable[Path], *, link: bool = False) -> In
                     f"{path}: duplicate of {seen[key]} (visit {data_id['visit']}, detector {data_id['detector']}, snap {data_id['snap']})"
                 )
             existing = repo.registry.get(INPUT_TYPE, data_id)
+            if existing is not None and skip_existing and existing.sha256 == sha256_of(path):
+                report.skipped.append(path)
+                continue
             if existing is not None:
                 raise ExposureFormatError(
                     f"{path}: visit {data_id['visit']}, detector {data_id['detector']}, snap {data_id['snap']} is already ingested ({existing.path})"

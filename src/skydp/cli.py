@@ -44,10 +44,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from skydp.etl.repository import Repository
 
     with Repository(args.repo) as repo:
-        report = ingest(repo, args.paths, link=args.link)
+        report = ingest(repo, args.paths, link=args.link, skip_existing=args.skip_existing)
     for _path, reason in report.rejected:
         print(f"skydp ingest: rejected {one_line(reason)}", file=sys.stderr)
-    print(f"ingested {len(report.ingested)} image(s), rejected {len(report.rejected)}")
+    skipped = f", skipped {len(report.skipped)} already ingested" if report.skipped else ""
+    print(f"ingested {len(report.ingested)} image(s), rejected {len(report.rejected)}{skipped}")
     return EXIT_BAD_INPUT if report.rejected else 0
 
 
@@ -110,6 +111,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILURE
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from skydp.etl.demo import run_demo, summary_text
+
+    result = run_demo(args.repo, jobs=args.jobs, seed=args.seed)
+    print(summary_text(result))
+    for failure in result.report.failures:
+        print(f"FAILED {one_line(failure)}", file=sys.stderr)
+    return 0 if result.report.ok else EXIT_FAILURE
+
+
 def _print_frame(frame, fmt: str, output: Path | None) -> None:
     """Show a polars DataFrame as a table, or write it as CSV / JSON / Parquet."""
     import polars as pl
@@ -169,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo", type=Path)
     p.add_argument("paths", type=Path, nargs="+", help="visit-image FITS files")
     p.add_argument("--link", action="store_true", help="symlink the files instead of copying them")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip files already ingested with identical bytes (for a nightly incoming directory)")
 
     p = add("status", "list datasets per type and status, and every failure with its reason", _cmd_status)
     p.add_argument("repo", type=Path)
@@ -182,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=int, metavar="DAY_OBS", help="only inputs from nights >= DAY_OBS (YYYYMMDD)")
     p.add_argument("--quiet", action="store_true", help="no progress or table; one summary line (for cron)")
 
-    p = add("demo", "simulate a small survey, run the whole ETL and show sample queries", _not_built(6))
-    p.add_argument("--repo", type=Path, default=Path("skydp-demo"))
+    p = add("demo", "simulate a small survey, run the whole ETL and show sample queries", _cmd_demo)
+    p.add_argument("--repo", type=Path, default=Path("skydp-demo"),
+                   help="directory for the simulation and the repository (reused when run again)")
+    p.add_argument("--jobs", type=int, default=2, help="detectors processed in parallel")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed")
 
     p = add("simulate", "simulate an LSST-like survey: visit images plus truth tables", _cmd_simulate)
     p.add_argument("outdir", type=Path)
