@@ -65,7 +65,8 @@ def test_transient_light_curve_is_zero_before_explosion_and_peaks_at_one():
 def test_composite_half_light_radius_limits_and_galsim():
     hlr = composite_half_light_radius(np.array([1.0, 1.0, 1.0]), np.array([0.5, 0.5, 0.5]), np.array([0.0, 1.0, 0.3]))
     assert hlr[:2] == pytest.approx([1.0, 0.5], rel=1e-6)
-    gal = galsim.Add(galsim.Exponential(half_light_radius=1.0, flux=0.7), galsim.DeVaucouleurs(half_light_radius=0.5, flux=0.3))
+    disk = galsim.Exponential(half_light_radius=1.0, flux=0.7)
+    gal = galsim.Add(disk, galsim.DeVaucouleurs(half_light_radius=0.5, flux=0.3))
     assert hlr[2] == pytest.approx(gal.calculateHLR(scale=0.01, size=2000), rel=5e-3)
 
 

@@ -13,8 +13,8 @@ wings than pure Kolmogorov turbulence (best matched by beta = 4.765, Trujillo et
 977). Half-integer beta has a closed-form Fourier transform in GalSim and draws ~5x faster than
 4.765; a truncated Moffat would make GalSim convolve in real space, ~10x slower. FWHM and shear vary
 linearly over the focal plane (``Observation.psf_gradient``). Point sources are drawn on stamps of
-radius 5 FWHM, which hold all but 4e-4 of the flux. The PSF HDU holds this same PSF drawn with GalSim (convolved with the pixel) at the centres
-of a 5 x 5 grid.
+radius 5 FWHM, which hold all but 4e-4 of the flux. The PSF HDU holds this same PSF drawn with
+GalSim (convolved with the pixel) at the centres of a 5 x 5 grid.
 
 Objects are drawn when their centre lies within the detector grown by 30 px and their flux is at
 least half the sky noise of one pixel; fainter ones cannot be seen in any single pixel and are
@@ -95,7 +95,8 @@ def _object_profile(cat: SkyCatalog, i: int, flux: float, psf: galsim.GSObject, 
     if kind == GALAXY:
         beta = (90.0 + cat.position_angle[i]) * galsim.degrees  # GalSim angles start at +u = west
         bf = cat.bulge_fraction[i]
-        parts = [galsim.Exponential(half_light_radius=cat.hlr_disk[i], flux=1.0 - bf).shear(g=cat.ellipticity[i], beta=beta)]
+        disk = galsim.Exponential(half_light_radius=cat.hlr_disk[i], flux=1.0 - bf)
+        parts = [disk.shear(g=cat.ellipticity[i], beta=beta)]
         if bf > 0.0:
             bulge = galsim.DeVaucouleurs(half_light_radius=cat.hlr_bulge[i], flux=bf)
             parts.append(bulge.shear(g=0.5 * cat.ellipticity[i], beta=beta))

@@ -144,7 +144,9 @@ def _power_law_count(norm: float, slope: float, pivot: float, lo: float, hi: flo
     return norm / (slope * np.log(10.0)) * (10.0 ** (slope * (hi - pivot)) - 10.0 ** (slope * (lo - pivot)))
 
 
-def offset_position(ra0: float | np.ndarray, dec0: float | np.ndarray, rho: np.ndarray, pa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def offset_position(
+    ra0: float | np.ndarray, dec0: float | np.ndarray, rho: np.ndarray, pa: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Point at angular distance ``rho`` and position angle ``pa`` (deg, east of north) from (ra0, dec0)."""
     r, p = np.radians(rho), np.radians(pa)
     d0 = np.radians(dec0)
@@ -154,7 +156,9 @@ def offset_position(ra0: float | np.ndarray, dec0: float | np.ndarray, rho: np.n
     return np.mod(ra0 + np.degrees(dra), 360.0), np.degrees(dec)
 
 
-def _uniform_in_cap(rng: np.random.Generator, n: int, ra0: float, dec0: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _uniform_in_cap(
+    rng: np.random.Generator, n: int, ra0: float, dec0: float, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     cos_rho = rng.uniform(np.cos(np.radians(radius)), 1.0, n)
     return offset_position(ra0, dec0, np.degrees(np.arccos(cos_rho)), rng.uniform(0.0, 360.0, n))
 
@@ -251,7 +255,7 @@ def make_catalog(preset: Preset, observations: list[Observation], rng: np.random
     hosts = np.flatnonzero(gals["flux"][:, 2] > mag_to_njy(24.0))
     on_host = (rng.uniform(size=n) < 0.6) & (hosts.size > 0)
     if on_host.any():
-        chosen = rng.choice(hosts, on_host.sum(), replace=False) if hosts.size >= on_host.sum() else rng.choice(hosts, on_host.sum())
+        chosen = rng.choice(hosts, on_host.sum(), replace=hosts.size < on_host.sum())
         rho = gals["hlr_disk"][chosen] * np.sqrt(rng.uniform(size=chosen.size)) / 3600.0
         tr["ra"][on_host], tr["dec"][on_host] = offset_position(
             gals["ra"][chosen], gals["dec"][chosen], rho, rng.uniform(0.0, 360.0, chosen.size)
