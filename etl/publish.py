@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skydp import tables
+from skydp.etl.faults import checkpoint
 from skydp.etl.image_metadata import image_metadata_table, visit_image_row
 from skydp.etl.ingest import INPUT_TYPE
 from skydp.etl.repository import Repository
@@ -58,6 +59,7 @@ def task_publish(root: Path, unit: Unit) -> TaskResult:
         parts = [pq.read_table(root / d.path) for d in registry.find(dataset_type, status="ok")]
         table = pa.concat_tables(parts) if parts else tables.empty_table(table_name)
         write_hats(table_name, table, root / "hats")
+        checkpoint("publish:hats-written")
 
     catalogs = registry.find(SOURCE_TYPE, status="ok")
     summaries = [_ccd_summary(d.meta) for d in catalogs]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skydp.etl.executors import execute
+from skydp.etl.faults import checkpoint
 from skydp.etl.lock import run_lock
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Stage, TaskResult, Unit
@@ -98,6 +99,7 @@ def commit(repo: Repository, stage: Stage, unit: Unit, result: TaskResult, run_i
                          error=result.error, meta={"fingerprint": fingerprint})
         return
     placed = [(out, repo.place(out.staged, out.relative)) for out in result.outputs]
+    checkpoint(f"{stage.name}:placed")
     with registry.transaction() as conn:
         if not any(out.dataset_type == stage.output_type for out in result.outputs):
             # a stage whose product is not one file (a catalog rebuilt in place) leaves a marker row
@@ -143,9 +145,12 @@ def run(root: Path, stages: list[Stage], options: RunOptions | None = None, comm
             if todo:
                 jobs = options.jobs if stage.per_detector else 1
                 executor = options.executor if stage.per_detector else "local"
+                checkpoint(f"{stage.name}:start")
                 with ProgressBar(len(todo), stage.name, options.progress) as bar:
                     for unit, result in execute(stage.task, repo.root, todo, jobs=jobs, executor=executor):
+                        checkpoint(f"{stage.name}:before-commit")
                         commit(repo, stage, unit, result, run_id)
+                        checkpoint(f"{stage.name}:after-commit")
                         stage_report.executed += 1
                         stage_report.task_seconds += result.seconds
                         if result.error is not None:
