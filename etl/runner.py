@@ -21,7 +21,7 @@ from skydp.etl.faults import checkpoint
 from skydp.etl.lock import run_lock
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Stage, TaskResult, Unit
-from skydp.sim.progress import ProgressBar  # moves to skydp.progress
+from skydp.progress import ProgressBar
 
 
 @dataclass

@@ -19,7 +19,7 @@ from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo, write_exposure
 from skydp.sim import truth
 from skydp.sim.observing import Observation, schedule
 from skydp.sim.presets import Preset, get_preset
-from skydp.sim.progress import ProgressBar
+from skydp.progress import ProgressBar
 from skydp.sim.render import Rendered, render
 from skydp.sim.sky import SkyCatalog, make_catalog
 
