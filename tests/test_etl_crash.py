@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
 from skydp.cli import main
 from skydp.sim import simulate
-from table_compare import assert_tables_equal
+from table_compare import assert_tables_equal, published_tables
 
 KILL_POINTS = [
     "single_visit:start", "single_visit:mid-parquet", "single_visit:before-commit", "single_visit:placed",
@@ -31,17 +29,6 @@ def _skydp(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     code = "import sys; from skydp.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=900)
-
-
-def tables_of(root: Path) -> dict[str, pa.Table]:
-    """Every published table, rows in a canonical order (run ids left out: they differ by design)."""
-    source = ds.dataset(root / "hats" / "Source" / "dataset", format="parquet", partitioning="hive").to_table()
-    out = {"Source": source.drop_columns([c for c in ("Norder", "Dir", "Npix") if c in source.column_names])
-           .sort_by("sourceId")}
-    for name in ("Visit", "CcdVisit", "ImageMetadata"):
-        out[name] = pq.read_table(root / "tables" / f"{name}.parquet")
-    out["ImageMetadata"] = out["ImageMetadata"].drop_columns(["created_by_run"])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +47,7 @@ def reference(ingested: Path, tmp_path_factory) -> dict[str, pa.Table]:
     root = tmp_path_factory.mktemp("ref") / "repo"
     shutil.copytree(ingested, root)
     assert _skydp("run", str(root), "--quiet").returncode == 0
-    return tables_of(root)
+    return published_tables(root)
 
 
 @pytest.mark.slow
@@ -72,7 +59,7 @@ def test_killed_run_then_rerun_equals_uninterrupted(point: str, ingested: Path, 
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     rerun = _skydp("run", str(root), "--quiet")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    got = tables_of(root)
+    got = published_tables(root)
     for name, table in reference.items():
         assert_tables_equal(got[name], table, name)
     assert not any((root / "tmp").iterdir())

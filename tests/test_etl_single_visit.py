@@ -71,3 +71,22 @@ def test_a_bad_image_is_recorded_and_the_others_go_on(tiny: Path, tmp_path: Path
         assert len(repo.registry.find(SOURCE_TYPE, status="ok")) == 1
     shutil.copyfile(images[0] if images[0].name.split("_")[1] in victim.name else images[1], victim)
     assert main(["run", str(root), "--retry-failed", "--quiet"]) == 0
+
+
+def test_new_visit_runs_only_its_work_and_equals_a_run_from_scratch(tiny: Path, tmp_path: Path) -> None:
+    from skydp.etl.pipeline import STAGES
+    from skydp.etl.runner import run
+    from table_compare import assert_tables_equal, published_tables
+
+    images = sorted((tiny / "images").glob("*.fits"))[:3]
+    incremental = _repo(tmp_path / "inc", images[:2])
+    run(incremental, STAGES)
+    assert main(["ingest", str(incremental), str(images[2])]) == 0
+    report = run(incremental, STAGES)
+    executed = {s.name: s.executed for s in report.stages}
+    assert executed == {"single_visit": 1, "publish": 1, "database": 1}
+    scratch = _repo(tmp_path / "scratch", images)
+    run(scratch, STAGES)
+    got, expected = published_tables(incremental), published_tables(scratch)
+    for name in expected:
+        assert_tables_equal(got[name], expected[name], name)
