@@ -93,14 +93,16 @@ def masked_mesh_mean(image: np.ndarray, masked: np.ndarray, mesh: int, filter_si
     use[:ny, :nx] = ~masked
     vals = vals.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
     use = use.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
-    mean = np.zeros((by, bx))
     for _ in range(3):
         count = use.sum(axis=2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.where(use, vals, 0).sum(axis=2, dtype=np.float64) / count
-            dev = np.where(use, vals - mean[..., None], 0)
-            std = np.sqrt((dev.astype(np.float64) ** 2).sum(axis=2) / count)
-        use &= np.abs(vals - mean[..., None]) <= 3 * std[..., None]
+            dev = np.where(use, vals, np.float32(0))
+            mean = dev.sum(axis=2, dtype=np.float64) / count
+            dev -= mean.astype(np.float32)[..., None]
+            dev *= use
+            std = np.sqrt(np.einsum("ijk,ijk->ij", dev, dev, dtype=np.float64) / count)
+            use &= np.abs(dev) <= (3 * std).astype(np.float32)[..., None]
+    del dev
     empty = ~np.isfinite(mean) | (use.sum(axis=2) < 0.05 * mesh * mesh)
     mean[empty] = np.median(mean[~empty]) if (~empty).any() else 0.0
     std[empty] = np.median(std[~empty]) if (~empty).any() else 0.0

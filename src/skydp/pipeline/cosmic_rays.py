@@ -28,14 +28,15 @@ def find_cosmic_rays(image: np.ndarray, variance: np.ndarray, unusable: np.ndarr
                      min_sigma: float, margin: float) -> np.ndarray:
     """Boolean map of cosmic-ray pixels (grown by one pixel) in a background-subtracted image."""
     ny, nx = image.shape
-    sigma = np.sqrt(np.maximum(variance, 0))
-    cand = (image > min_sigma * sigma) & ~unusable
+    cand = image > 0
+    cand &= np.square(image) > np.float32(min_sigma**2) * variance
+    cand &= ~unusable
     cand[0, :] = cand[-1, :] = cand[:, 0] = cand[:, -1] = False
     iy, ix = np.nonzero(cand)
     if iy.size == 0:
         return np.zeros((ny, nx), dtype=bool)
     centre = image[iy, ix].astype(np.float64)
-    s_c = sigma[iy, ix]
+    s_c = np.sqrt(np.maximum(variance[iy, ix], 0))
     hit = np.zeros(iy.size, dtype=bool)
     for (dy, dx), r in zip(_DIRECTIONS, ratios):
         a = (iy + dy, ix + dx)

@@ -11,7 +11,7 @@ import pyarrow as pa
 from skydp import ids, tables
 from skydp.exposure import Exposure
 from skydp.pipeline.aperture_correction import fit_aperture_correction
-from skydp.pipeline.apertures import aperture_fluxes, local_background
+from skydp.pipeline.apertures import ApertureSummer, local_background
 from skydp.pipeline.background import Background, estimate_background, masked_mesh_mean
 from skydp.pipeline.config import APERTURE_RADII, CALIB_APERTURE_RADIUS, SingleVisitConfig
 from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_sharpness_ratios
@@ -124,7 +124,7 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
 
     # 1 (again). background re-estimated with the detected footprints, widened to cover the PSF
     # wings of bright sources, masked
-    wings = disk_dilate(found.segmap, config.background_mask_grow * sigma) > 0
+    wings = disk_dilate((found.segmap > 0).view(np.uint8), config.background_mask_grow * sigma).view(bool)
     correction = masked_mesh_mean(exp.image, unusable | wings, config.background_mesh, config.background_filter)
     del wings
     exp.image -= correction.image()
@@ -210,8 +210,17 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
          blend_parents, True),
         (KIND_SKY, sky_x, sky_y, "labels", np.zeros(len(sky_x), dtype=np.int64), False),
     ]
-    parts = [_measure_group(exp, var_work, unusable, found, cutter, psf, size, sigma, config, *g)
+    bits = exp.mask.bitmask(*[p for p in FLAG_PLANES.values() if p in exp.mask.planes])
+    label_maps = {"labels": found.segmap, "parents": found.parent_map}
+    per_label = {}  # plane -> (footprint area, OR of the flag bits) per label, index 0 = no label
+    for plane, segmap in label_maps.items():
+        n_labels = int(segmap.max()) if segmap.size else 0
+        per_label[plane] = (np.bincount(segmap.ravel(), minlength=n_labels + 1),
+                            np.r_[0, footprint_mask_bits(exp.mask.array, segmap, n_labels, bits)])
+    summer = ApertureSummer(exp.image, var_work, found.segmap > 0)
+    parts = [_measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)
              for g in groups]
+    del summer
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n_rows = len(cols["x"])
     kind = cols["_kind"]
@@ -234,7 +243,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     return cols, row_labels
 
 
-def _measure_group(exp, var_work, unusable, found, cutter, psf, size, sigma, config,
+def _measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma, config,
                    kind, x0, y0, plane, labels, fit_centroid) -> dict[str, np.ndarray]:
     n = len(x0)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -261,20 +270,13 @@ def _measure_group(exp, var_work, unusable, found, cutter, psf, size, sigma, con
                gaussianFlux_flag=mom.flag, invalidPsfFlag=pmom.flag)
     out["_ee_calib"] = np.einsum("nij,ij->n", fit.psf, _circle_overlap(size, CALIB_APERTURE_RADIUS))
 
-    segmap = found.segmap if plane == "labels" else found.parent_map
-    seg_ids = labels.astype(np.int32)
-    flux, err, flag = aperture_fluxes(exp.image, var_work, unusable, segmap, seg_ids, fit.x, fit.y,
-                                      APERTURE_RADII)
+    flux, err, flag = summer.fluxes(fit.x, fit.y, APERTURE_RADII, label_maps[plane], labels)
     for j, r in enumerate(APERTURE_RADII):
         out[f"ap{r:02d}Flux"], out[f"ap{r:02d}FluxErr"], out[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
     out["sky"], out["skyErr"] = local_background(cutter, fit.x, fit.y, *(np.array(config.local_background_radii) * sigma))
 
-    n_labels = int(segmap.max()) if segmap.size else 0
-    bits = exp.mask.bitmask(*[p for p in FLAG_PLANES.values() if p in exp.mask.planes])
-    per_label = footprint_mask_bits(exp.mask.array, segmap, n_labels, bits)
-    fp_bits = np.where(labels > 0, per_label[np.maximum(labels, 1) - 1] if n_labels else 0, 0)
-    out.update(pixel_flags(exp.mask, cutter, fp_bits, fit.x, fit.y, exp.shape))
-    area = np.bincount(segmap.ravel(), minlength=n_labels + 1) if n else np.zeros(1, dtype=np.int64)
+    area, fp_bits = per_label[plane]  # label 0 (sky sources): no footprint, area 0, no bits
+    out.update(pixel_flags(exp.mask, cutter, fp_bits[labels], fit.x, fit.y, exp.shape))
     out["footprintArea_value"] = np.where(labels > 0, area[labels], 0).astype(np.int32)
     out["sky_source"] = np.full(n, kind == KIND_SKY)
     return out

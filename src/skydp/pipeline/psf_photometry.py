@@ -54,14 +54,25 @@ def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, 
     n = len(x)
     cov = np.full((n, 3), np.nan)
     flag = np.zeros(n, dtype=bool)
+    # PSF gradients are recomputed only where the stamp's centre pixel moved: a sub-pixel change
+    # of the gradient only slows the Gauss-Newton step by O(shift^2), the fixed point is unchanged
+    grad_cx = np.full(n, np.iinfo(np.int64).min)
+    grad_cy = grad_cx.copy()
+    dpx = dpy = None
     for _ in range(n_iter if np.any(fit_centroid) else 0):
         sel = np.flatnonzero(fit_centroid & ~flag)
         if sel.size == 0:
             break
         psf = psf_images_at(x[sel], y[sel])
+        if dpx is None:
+            dpx = np.zeros((n, size, size), dtype=np.float32)
+            dpy = np.zeros((n, size, size), dtype=np.float32)
+        cx, cy = round_half_up(x[sel]), round_half_up(y[sel])
+        moved = (cx != grad_cx[sel]) | (cy != grad_cy[sel])
+        dpx[sel[moved]], dpy[sel[moved]] = _gradients(psf[moved])
+        grad_cx[sel], grad_cy[sel] = cx, cy
         data, var, good = measurement_stamps(cutter, x[sel], y[sel], label_plane, labels[sel], size)
-        dpx, dpy = _gradients(psf)
-        shift, shift_cov, ok = _solve_shift(psf, dpx, dpy, data, var, good)
+        shift, shift_cov, ok = _solve_shift(psf, dpx[sel], dpy[sel], data, var, good)
         new_x = x[sel] + shift[:, 0]
         new_y = y[sel] + shift[:, 1]
         far = np.hypot(new_x - x0[sel], new_y - y0[sel]) > MAX_CENTROID_SHIFT
@@ -104,11 +115,12 @@ def measurement_stamps(cutter: StampCutter, x: np.ndarray, y: np.ndarray, label_
 
 
 def _gradients(psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spectral d/dx and d/dy of PSF stamps (exact for band-limited stamps, no finite-difference bias)."""
+    """Spectral d/dx and d/dy of PSF stamps (exact for band-limited stamps, no finite-difference
+    bias); single precision, ample for a fit direction, halves the FFT cost of odd (often prime) sizes."""
     s = psf.shape[-1]
-    spec = scipy.fft.rfft2(psf, workers=1)
-    ky = 2j * np.pi * scipy.fft.fftfreq(s)[:, None]
-    kx = 2j * np.pi * scipy.fft.rfftfreq(s)[None, :]
+    spec = scipy.fft.rfft2(psf.astype(np.float32), workers=1)
+    ky = (2j * np.pi * scipy.fft.fftfreq(s)[:, None]).astype(np.complex64)
+    kx = (2j * np.pi * scipy.fft.rfftfreq(s)[None, :]).astype(np.complex64)
     if s % 2 == 0:  # the Nyquist term of an even stamp has no defined derivative sign
         ky[s // 2] = 0
         kx[:, -1] = 0
@@ -119,11 +131,18 @@ def _gradients(psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _solve_shift(psf, dpx, dpy, data, var, good):
     """Solve D = a P - a dx dP/dx - a dy dP/dy; return (dx, dy), their covariance (xx, yy, xy), ok."""
-    basis = np.stack([np.where(good, psf, 0.0), np.where(good, -dpx, 0.0), np.where(good, -dpy, 0.0)], axis=1)
-    flat = basis.reshape(len(psf), 3, -1)
-    normal = np.einsum("nkp,nlp->nkl", flat, flat)
-    rhs = np.einsum("nkp,np->nk", flat, data.reshape(len(psf), -1))
-    meat = np.einsum("nkp,nlp->nkl", flat * var.reshape(len(psf), 1, -1), flat)
+    n = len(psf)
+    basis = [np.where(good, b, 0.0).reshape(n, -1) for b in (psf, -dpx, -dpy)]
+    d = data.reshape(n, -1)
+    v = var.reshape(n, -1)
+    normal = np.empty((n, 3, 3))
+    meat = np.empty((n, 3, 3))
+    for k in range(3):
+        vb = v * basis[k]
+        for m in range(k, 3):
+            normal[:, k, m] = normal[:, m, k] = np.einsum("np,np->n", basis[k], basis[m])
+            meat[:, k, m] = meat[:, m, k] = np.einsum("np,np->n", vb, basis[m])
+    rhs = np.stack([np.einsum("np,np->n", b, d) for b in basis], axis=1)
     det = np.linalg.det(normal)
     ok = np.isfinite(det) & (det > 0)
     inv = np.zeros_like(normal)
