@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -50,11 +52,20 @@ def run_pool(task: Task, root: Path, units: list[Unit], jobs: int) -> Iterator[t
             yield futures[future], future.result()
 
 
-def run_spark(task: Task, root: Path, units: list[Unit]) -> Iterator[tuple[Unit, TaskResult]]:
-    """The same tasks as Spark jobs (one partition per unit); the repository must be on a shared filesystem."""
-    from pyspark.sql import SparkSession
+def run_spark(task: Task, root: Path, units: list[Unit], jobs: int) -> Iterator[tuple[Unit, TaskResult]]:
+    """The same tasks as Spark jobs (one partition per unit); the repository must be on a shared filesystem.
 
-    spark = SparkSession.builder.appName("skydp").getOrCreate()
+    Uses the active SparkSession (spark-submit, a cluster) or starts a local one with ``jobs`` cores.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ValueError("--executor spark needs pyspark: pip install 'skydp[spark]'") from None
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = SparkSession.getActiveSession() or (
+        SparkSession.builder.appName("skydp").master(f"local[{jobs}]")
+        .config("spark.ui.enabled", "false").getOrCreate())
     rdd = spark.sparkContext.parallelize(list(enumerate(units)), numSlices=max(1, len(units)))
     for index, result in rdd.map(lambda item: (item[0], guarded(task, root, item[1]))).toLocalIterator():
         yield units[index], result
@@ -63,7 +74,7 @@ def run_spark(task: Task, root: Path, units: list[Unit]) -> Iterator[tuple[Unit,
 def execute(task: Task, root: Path, units: list[Unit], *, jobs: int = 1, executor: str = "local") -> Iterator[tuple[Unit, TaskResult]]:
     """Dispatch to the chosen executor."""
     if executor == "spark":
-        return run_spark(task, root, units)
+        return run_spark(task, root, units, jobs)
     if executor != "local":
         raise ValueError(f"executor must be 'local' or 'spark', got {executor!r}")
     if jobs > 1 and len(units) > 1:
