@@ -256,7 +256,7 @@ class SchemaSet:
             " do not edit by hand. -->",
             "",
             "Column names, datatypes and units of columns shared with Rubin Data Preview 1 follow"
-            " `lsst/sdm_schemas` `dp1.yaml` (v1.3.1); descriptions starting `skydp:` are ours."
+            " `lsst/sdm_schemas` `dp1.yaml` (v1.3.1); descriptions are skydp's own."
             " Types are Felis datatypes: boolean, short (int16), int (int32), long (int64),"
             " float (float32), double (float64), char/string (UTF-8 text), timestamp"
             " (microseconds, no time zone). Fluxes are in nJy (AB mag = 31.4 - 2.5 log10 flux),"
