@@ -9,7 +9,7 @@ from skydp.pipeline.apertures import ApertureSummer
 
 RADII = (3, 6, 9, 12, 17, 25, 35, 50, 70)
 # sep's exact mode is not exact below r ~ 0.71 px (a pixel whose centre lies within r - 0.71 of
-# the centre counts as wholly inside), so r < 1 is checked against the closed form below instead
+# the centre counts as wholly inside), so r < 1 is checked against closed forms instead
 
 
 def test_matches_sep_exact_overlap_without_footprints():
@@ -26,21 +26,24 @@ def test_matches_sep_exact_overlap_without_footprints():
         assert not flag[:, i].any()
 
 
-def test_area_is_exact_including_truncation_at_a_corner():
+def test_own_footprint_overlap_is_exact():
+    """Own-footprint pixels are weighted by the closed-form circle-pixel overlap."""
     ones = np.ones((200, 200), np.float32)
-    summer = ApertureSummer(ones, ones, np.zeros(ones.shape, bool))
-    flux, _, flag = summer.fluxes(np.array([100.3]), np.array([99.8]), RADII[:-1])
-    np.testing.assert_allclose(flux[0], np.pi * np.array(RADII[:-1]) ** 2, rtol=1e-12)
+    labels = np.ones(ones.shape, np.int32)  # one footprint covering the image
+    summer = ApertureSummer(ones, ones, labels > 0)
+    flux, _, flag = summer.fluxes(np.array([100.3]), np.array([99.8]), RADII[:-1] + (0.7,), labels, np.array([1]))
+    np.testing.assert_allclose(flux[0], np.pi * np.array(RADII[:-1] + (0.7,)) ** 2, rtol=1e-12)
     assert not flag.any()
     # centred on the corner pixel, r = 0.7: the disc minus two segments beyond x, y < -0.5
-    flux, _, flag = summer.fluxes(np.array([0.0]), np.array([0.0]), (0.7,))
+    flux, _, flag = summer.fluxes(np.array([0.0]), np.array([0.0]), (0.7,), labels, np.array([1]))
     segment = 0.49 * np.arccos(0.5 / 0.7) - 0.5 * np.sqrt(0.49 - 0.25)
     assert abs(flux[0, 0] - (np.pi * 0.49 - 2 * segment)) < 1e-12
     assert flag[0, 0]
     # a single lit pixel under a centred r = 0.7 disc: the disc minus four segments
     delta = np.zeros((9, 9), np.float32)
     delta[4, 4] = 1
-    flux, _, _ = ApertureSummer(delta, ones[:9, :9], np.zeros((9, 9), bool)).fluxes(np.array([4.0]), np.array([4.0]), (0.7,))
+    flux, _, _ = ApertureSummer(delta, ones[:9, :9], labels[:9, :9] > 0).fluxes(
+        np.array([4.0]), np.array([4.0]), (0.7,), labels[:9, :9], np.array([1]))
     assert abs(flux[0, 0] - (np.pi * 0.49 - 4 * segment)) < 1e-12
 
 
