@@ -78,16 +78,26 @@ class ApertureSummer:
         adx, ady = np.abs(dx), np.abs(dy)
         near2 = np.maximum(adx - 0.5, 0) ** 2 + np.maximum(ady - 0.5, 0) ** 2
         far2 = (adx + 0.5) ** 2 + (ady + 0.5) ** 2
-        reach = near2 < r.max() ** 2
-        flat, src, dx, dy, near2, far2 = flat[reach], src[reach], dx[reach], dy[reach], near2[reach], far2[reach]
-        values = [p.ravel()[flat].astype(np.float64) for p in self.planes]
+        # radius index from which a pixel touches the circle (k_near) and lies wholly inside (k_full)
+        order = np.argsort(r)
+        r = r[order]
+        r2 = r * r
+        k_near = np.searchsorted(r2, near2, side="right")
+        k_full = np.searchsorted(r2, far2, side="left")
+        touch = k_near < k
+        src, dx, dy, k_near, k_full = src[touch], dx[touch], dy[touch], k_near[touch], k_full[touch]
+        values = [p.ravel()[flat[touch]].astype(np.float64) for p in self.planes]
         out = np.zeros((2, n, k))
-        for i, radius in enumerate(r):
-            w = (far2 <= radius**2).astype(np.float64)
-            edge = np.flatnonzero((near2 < radius**2) & (far2 > radius**2))
-            w[edge] = _pixel_overlap(dx[edge], dy[edge], radius)
+        inside = k_full < k
+        for p in range(2):  # whole pixels count for every radius from k_full on
+            out[p] = np.bincount(src[inside] * k + k_full[inside], values[p][inside],
+                                 minlength=n * k).reshape(n, k).cumsum(axis=1)
+        for i, radius in enumerate(r):  # pixels cut by the circle: exact overlap
+            edge = np.flatnonzero((k_near <= i) & (k_full > i))
+            w = _pixel_overlap(dx[edge], dy[edge], radius)
             for p in range(2):
-                out[p, :, i] = np.bincount(src, w * values[p], minlength=n)
+                out[p, :, i] += np.bincount(src[edge], w * values[p][edge], minlength=n)
+        out[:, :, order] = out.copy()
         return out
 
 
