@@ -21,6 +21,7 @@ from skydp.etl.faults import checkpoint
 from skydp.etl.image_metadata import image_metadata_table, visit_image_row
 from skydp.etl.ingest import INPUT_TYPE
 from skydp.etl.repository import Repository
+from skydp.etl.snapshots import make_snapshot, prune_snapshots
 from skydp.etl.single_visit import SOURCE_TYPE, VISIT_IMAGE_TYPE
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.etl.visit_tables import ccd_visit_table, visit_table
@@ -86,8 +87,13 @@ def plan_database(repo: Repository) -> list[Unit]:
 
 
 def task_database(root: Path, unit: Unit) -> TaskResult:
+    """Snapshot the published files, point a new database at the snapshot, drop old snapshots."""
     start = time.perf_counter()
-    build_database(root)
+    name = unit.fingerprint(DATABASE.version)[:16]
+    snapshot = make_snapshot(root, name)
+    checkpoint("database:snapshot")
+    build_database(root, source=snapshot)
+    prune_snapshots(root, name)
     return TaskResult(seconds=time.perf_counter() - start)
 
 

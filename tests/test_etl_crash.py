@@ -21,7 +21,8 @@ from table_compare import assert_tables_equal, published_tables
 KILL_POINTS = [
     "single_visit:start", "single_visit:mid-parquet", "single_visit:before-commit", "single_visit:placed",
     "single_visit:after-commit", "publish:start", "publish:hats-written", "publish:placed",
-    "publish:after-commit", "database:start", "database:placed", "database:after-commit",
+    "publish:after-commit", "database:start", "database:snapshot", "database:placed",
+    "database:after-commit",
 ]
 
 

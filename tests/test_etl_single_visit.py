@@ -90,3 +90,23 @@ def test_new_visit_runs_only_its_work_and_equals_a_run_from_scratch(tiny: Path, 
     got, expected = published_tables(incremental), published_tables(scratch)
     for name in expected:
         assert_tables_equal(got[name], expected[name], name)
+
+
+def test_a_reader_keeps_a_consistent_view_while_a_run_rewrites_the_catalogs(tiny: Path, tmp_path: Path) -> None:
+    from skydp.etl.pipeline import STAGES
+    from skydp.etl.runner import run
+    from skydp.store import Catalog
+
+    images = sorted((tiny / "images").glob("*.fits"))[:3]
+    root = _repo(tmp_path, images[:2])
+    run(root, STAGES)
+    query = "SELECT count(*) AS n, count(DISTINCT visit) AS visits, sum(psfFlux) AS total FROM Source"
+    with Catalog(root) as reader:
+        before = reader.sql(query).row(0)
+        assert main(["ingest", str(root), str(images[2])]) == 0
+        run(root, STAGES)  # rewrites hats/, tables/ and catalog.duckdb under the open reader
+        assert reader.sql(query).row(0) == before
+        assert reader.sql("SELECT count(*) FROM Source JOIN CcdVisit ON visitId = visit").row(0)[0] == before[0]
+    with Catalog(root) as fresh:
+        after = fresh.sql(query).row(0)
+    assert after[1] == before[1] + 1 and after[0] > before[0]

@@ -69,10 +69,14 @@ def _empty_catalog(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"ALTER TABLE {_quote(name)} ADD COLUMN {col} {typ}")
 
 
-def build_database(repo: str | os.PathLike, *, materialize: bool = False) -> Path:
+def build_database(repo: str | os.PathLike, *, materialize: bool = False,
+                   source: str | os.PathLike | None = None) -> Path:
     """(Re)create ``REPO/catalog.duckdb``; ``materialize=True`` copies the Parquet into tables
-    instead of creating views.  Returns the database path."""
+    instead of creating views.  ``source`` is the directory holding ``hats/`` and ``tables/``
+    (default: the repository itself; the ETL passes a read-only snapshot so that readers of the
+    database never see files change under them).  Returns the database path."""
     repo = Path(repo).resolve()
+    source = repo if source is None else Path(source).resolve()
     target = repo / "catalog.duckdb"
     tmp = repo / ".catalog.duckdb.tmp"
     for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
@@ -85,8 +89,8 @@ def build_database(repo: str | os.PathLike, *, materialize: bool = False) -> Pat
         catalogs = positional_tables()
         partitions = {"table_name": [], "Norder": [], "Npix": []}
         for name in catalogs:
-            dataset = repo / "hats" / name / "dataset"
-            leaves = read_leaves(repo / "hats" / name)
+            dataset = source / "hats" / name / "dataset"
+            leaves = read_leaves(source / "hats" / name)
             if not leaves:
                 _empty_catalog(con, name)
                 continue
@@ -98,7 +102,7 @@ def build_database(repo: str | os.PathLike, *, materialize: bool = False) -> Pat
             con.execute(f"CREATE {kind} {_quote(name)} AS SELECT * FROM read_parquet({glob}, "
                         "hive_partitioning = true, hive_types = {'Norder': BIGINT, 'Dir': BIGINT, 'Npix': BIGINT})")
         for name in PLAIN_TABLES:
-            path = repo / "tables" / f"{name}.parquet"
+            path = source / "tables" / f"{name}.parquet"
             if path.exists():
                 con.execute(f"CREATE {kind} {_quote(name)} AS SELECT * FROM read_parquet({_literal(str(path))})")
             else:
