@@ -124,3 +124,23 @@ def test_second_runner_is_refused_while_one_is_active(repo: Path) -> None:
         release.set()
         holder.join(30)
     assert run(repo, [STAGE]).ok
+
+
+def test_cli_second_run_exits_3_and_touches_nothing(repo: Path, capsys) -> None:
+    from skydp.cli import main
+    from test_ingest import snapshot
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(repo), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        before = snapshot(repo)
+        assert main(["run", str(repo)]) == 3
+        assert snapshot(repo) == before
+    finally:
+        release.set()
+        holder.join(30)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another skydp run is active (pid" in err[0]
