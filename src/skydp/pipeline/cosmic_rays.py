@@ -4,7 +4,8 @@ For a PSF-shaped source centred anywhere within a pixel, the mean of the two nei
 direction d is at least r_d = P(step_d) / P(0) times the central value (r_d from the PSF image).
 A pixel is a cosmic-ray pixel when it is ``min_sigma`` above the background and, for some
 direction, (I_c - k s_c) r_d exceeds the neighbour mean + k s_m, with s the noise and k the margin
-(the test of LSST's findCosmicRays, cond3). Hits are grown by one pixel and replaced by the mean of
+(the test of LSST's findCosmicRays, cond3); pixels within 2 px of unusable (e.g. saturated)
+pixels are not candidates. Hits are grown by one pixel and replaced by the mean of
 the good pixels in the surrounding 5x5 box.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): along x, along y, two diagonals
+NEAR_UNUSABLE = 2  # px
 
 
 def psf_sharpness_ratios(psf_image: np.ndarray) -> np.ndarray:
@@ -32,6 +34,13 @@ def find_cosmic_rays(image: np.ndarray, variance: np.ndarray, unusable: np.ndarr
     cand &= ~unusable
     cand[0, :] = cand[-1, :] = cand[:, 0] = cand[:, -1] = False
     iy, ix = np.nonzero(cand)
+    # the edges of saturated cores and bleed trails (and of other unusable pixels) are sharp but not
+    # cosmic rays: no candidate within NEAR_UNUSABLE px of an unusable pixel
+    near = np.zeros(iy.size, dtype=bool)
+    for dy in range(-NEAR_UNUSABLE, NEAR_UNUSABLE + 1):
+        for dx in range(-NEAR_UNUSABLE, NEAR_UNUSABLE + 1):
+            near |= unusable[np.clip(iy + dy, 0, ny - 1), np.clip(ix + dx, 0, nx - 1)]
+    iy, ix = iy[~near], ix[~near]
     if iy.size == 0:
         return np.zeros((ny, nx), dtype=bool)
     centre = image[iy, ix].astype(np.float64)
