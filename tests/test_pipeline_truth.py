@@ -172,3 +172,19 @@ def test_ccd_visit_row(bright_scene):
     assert row["magLim"] == pytest.approx(expected, abs=0.05)
     assert row["pixelScale"] == pytest.approx(0.2, rel=1e-6)
     print({k: row[k] for k in ("seeing", "psfSigma", "skyBg", "skyNoise", "magLim")})
+
+
+def test_ra_err_is_the_error_of_the_ra_coordinate():
+    """raErr is in degrees of RA (on-sky error / cos(dec)), checked at dec = 60 deg where they differ 2x."""
+    scene = make_scene(shape=(256, 256), n_stars=15, snr_range=(200, 1000), min_separation=30, seed=21)
+    scene.exposure.wcs.wcs.crval = [150.0, 60.0]
+    scene.exposure.wcs.wcs.set()
+    result = process_visit_image(scene.exposure)
+    real = ~col(result, "sky_source")
+    dec = col(result, "dec")[real]
+    # the TAN WCS has x along -RA and y along Dec with 0.2" pixels
+    expected_ra = col(result, "xErr")[real] * 0.2 / 3600 / np.cos(np.radians(dec))
+    expected_dec = col(result, "yErr")[real] * 0.2 / 3600
+    print(f"raErr / (xErr * scale / cos dec): median {np.median(col(result, 'raErr')[real] / expected_ra):.4f}")
+    np.testing.assert_allclose(col(result, "raErr")[real], expected_ra, rtol=0.02)
+    np.testing.assert_allclose(col(result, "decErr")[real], expected_dec, rtol=0.02)

@@ -336,7 +336,12 @@ def _classify(cols: dict, config: SingleVisitConfig) -> None:
 
 
 def _sky_coordinates(exp: Exposure, cols: dict) -> None:
-    """ra/dec, coord_ra/coord_dec and their errors through the local WCS Jacobian."""
+    """ra/dec, coord_ra/coord_dec and their errors through the local WCS Jacobian.
+
+    raErr is the error of the RA coordinate itself (degrees of RA, as DP1's "Error in right
+    ascension", UCD stat.error;pos.eq.ra): the on-sky error is raErr * cos(dec). ra_dec_Cov uses the
+    same convention, so (raErr, decErr, ra_dec_Cov) is the covariance of the (ra, dec) pair.
+    """
     x, y = cols["x"], cols["y"]
     ra, dec = exp.pixel_to_sky(x, y)
     h = 0.5
