@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from skydp import tables
 from skydp.store.database import sql_files
-from skydp.store.layout import HEALPIX_COLUMN, HEALPIX_ORDER, PARTITION_COLUMNS, position_columns
+from skydp.store.layout import HEALPIX_COLUMN, HEALPIX_ORDER, position_columns
 
 _MAX_CONE_PIXELS = 64  # pruning resolution: the finest order whose covering stays this small
 
@@ -42,10 +42,11 @@ def _parse(query: str, dialect: str) -> list[exp.Expression]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scalar macros: parsed from sql/*.sql, each body pre-expanded in terms of its parameters.
+# Scalar macros: parsed from sql/*.sql and expanded at each call.
 
 @functools.cache
 def _raw_macros() -> dict[str, tuple[list[str], exp.Expression]]:
+    """name -> (parameters, body) of every scalar CREATE MACRO in sql/*.sql."""
     out = {}
     for script in sql_files():
         for stmt in _parse(script, "duckdb"):
