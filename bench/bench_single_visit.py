@@ -1,5 +1,6 @@
 """Single-visit benchmark: process_visit_image vs sep alone vs photutils on a 4k x 4k image with
 ~5000 Moffat stars (single thread, median of N runs, peak RSS per tool in a fresh subprocess).
+photutils' deblend_sources needs scikit-image (benchmark-only dependency, like photutils).
 
     python bench/bench_single_visit.py [--size 4096] [--n 5000] [--repeat 3]
 """
@@ -101,7 +102,7 @@ def run_photutils(image, var):
     smooth = convolve(sub, kernel)
     noise = bkg.background_rms * np.sqrt(np.sum(kernel.array**2))
     seg = detect_sources(smooth, 5.0 * noise, n_pixels=5)
-    seg = deblend_sources(smooth, seg, n_pixels=5, nlevels=32, contrast=0.005, progress_bar=False)
+    seg = deblend_sources(smooth, seg, n_pixels=5, n_levels=32, contrast=0.005, progress_bar=False)
     cat = SourceCatalog(sub, seg, convolved_data=smooth)
     tab = cat.to_table(columns=["label", "x_centroid", "y_centroid", "segment_flux", "fwhm", "elongation"])
     apertures = CircularAperture(np.column_stack([tab["x_centroid"], tab["y_centroid"]]), r=5.0)
@@ -139,7 +140,9 @@ def main() -> None:
     rows = {}
     for tool in args.tools.split(","):
         out = subprocess.run([sys.executable, __file__, "--child", tool, "--size", str(args.size), "--n",
-                              str(args.n), "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
+                              str(args.n), "--repeat", str(args.repeat)], capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{tool} benchmark failed:\n{out.stderr}")
         rows[tool] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{args.size}x{args.size}, {args.n} stars, 1 thread, median of {args.repeat}; CPU s = process time "
           "(less sensitive than wall time to other jobs on a shared machine)")
