@@ -36,3 +36,45 @@ def test_command_not_built_yet_says_so_in_one_line(capsys) -> None:
         assert main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "not built yet" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.fixture
+def small_repo(tmp_path):
+    """A repository whose Source catalog holds 500 synthetic rows around (10, -5)."""
+    import numpy as np
+
+    from skydp.etl.repository import Repository
+    from skydp.store import build_database, write_hats
+    from skydp.store.synthetic import synthetic_table
+
+    rng = np.random.default_rng(4)
+    ra, dec = 10 + rng.uniform(-0.05, 0.05, 500), -5 + rng.uniform(-0.05, 0.05, 500)
+    root = Repository.init(tmp_path / "repo").root
+    write_hats("Source", synthetic_table("Source", ra, dec, seed=4), root / "hats")
+    build_database(root)
+    return root, ra, dec
+
+
+def test_sql_adql_and_cone_agree_with_a_direct_distance_cut(small_repo, capsys) -> None:
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+
+    root, ra, dec = small_repo
+    inside = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(10.01, -5.0, unit="deg")).deg < 0.02
+    adql = ("SELECT sourceId FROM Source WHERE "
+            "CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 10.01, -5.0, 0.02)) = 1")
+    assert main(["sql", str(root), "--adql", "--format", "csv", adql]) == 0
+    adql_rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert main(["cone", str(root), "Source", "10.01", "-5.0", "0.02", "--columns", "sourceId", "--format", "csv"]) == 0
+    cone_rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert sorted(adql_rows) == sorted(cone_rows) and len(cone_rows) == int(np.sum(inside)) > 0
+
+
+def test_export_copies_catalogs_for_other_tools(small_repo, tmp_path, capsys) -> None:
+    import pyarrow.dataset as ds
+
+    root, ra, _ = small_repo
+    assert main(["export", str(root), str(tmp_path / "out")]) == 0
+    exported = ds.dataset(tmp_path / "out" / "hats" / "Source" / "dataset", format="parquet", partitioning="hive")
+    assert exported.count_rows() == len(ra)
+    assert main(["export", str(root), str(tmp_path / "out")]) == 2  # never overwrites

@@ -139,10 +139,30 @@ def _print_frame(frame, fmt: str, output: Path | None) -> None:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from skydp.store import Catalog
+    import polars as pl
 
+    from skydp.store import Catalog, translate_adql
+
+    query = translate_adql(args.query) if args.adql else args.query
+    if args.engine == "spark":
+        from skydp.store.spark import run_spark_sql
+
+        _print_frame(pl.from_arrow(run_spark_sql(args.repo, query)), args.format, args.output)
+        return 0
     with Catalog(args.repo) as catalog:
-        _print_frame(catalog.sql(args.query), args.format, args.output)
+        _print_frame(catalog.sql(query), args.format, args.output)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from skydp.etl.repository import Repository
+
+    with Repository(args.repo) as repo:
+        for part in ("hats", "tables"):
+            shutil.copytree(repo.path(part), args.outdir / part, dirs_exist_ok=False)
+    print(f"exported HATS catalogs and tables to {args.outdir} (Spark: spark.read.parquet('{args.outdir}/hats/Source/dataset'))")
     return 0
 
 
@@ -225,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sql", "run a SQL query (DuckDB dialect with skydp's spatial macros) on a repository", _cmd_sql)
     p.add_argument("repo", type=Path)
     p.add_argument("query")
+    p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                   help="spark translates the query (macros expanded) and runs it on local Spark")
+    p.add_argument("--adql", action="store_true", help="the query is ADQL (TOP, CONTAINS/CIRCLE, DISTANCE, BOX)")
     _add_output_options(p)
 
     p = add("cone", "cone search of one table: rows within RADIUS degrees of (RA, DEC)", _cmd_cone)
@@ -236,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="comma-separated columns (default: all)")
     _add_output_options(p)
 
-    p = add("export", "export a repository's catalogs for Spark and other tools", _not_built(5))
+    p = add("export", "copy a repository's HATS catalogs and tables to a directory for Spark and other tools",
+            _cmd_export)
     p.add_argument("repo", type=Path)
     p.add_argument("outdir", type=Path)
     return parser
