@@ -8,7 +8,6 @@ either the whole ingest of a file or none of it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ from typing import Any
 
 from astropy.io import fits
 
-from skydp.etl.repository import Repository
+from skydp.etl.repository import Repository, sha256_of
 from skydp.exposure import Exposure, ExposureFormatError, read_exposure
 
 INPUT_TYPE = "input_image"
@@ -90,14 +89,6 @@ def validate(path: Path) -> Exposure:
     exposure = read_exposure(path)
     _check_contract(path)
     return exposure
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_path(data_id: dict[str, int], day_obs: int) -> str:

@@ -10,7 +10,6 @@ next run overwrites; rerunning converges to the same tables as an uninterrupted 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from skydp.etl.executors import execute
 from skydp.etl.faults import checkpoint
 from skydp.etl.lock import run_lock
-from skydp.etl.repository import Repository
+from skydp.etl.repository import Repository, sha256_of
 from skydp.etl.stage import Stage, TaskResult, Unit
 from skydp.progress import ProgressBar
 
@@ -70,14 +69,6 @@ class RunReport:
         return f"skydp run {self.run_id}: {status}; {ran} task(s) ran, {rows} rows added; log {self.log_path}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pending(repo: Repository, stage: Stage, units: list[Unit], retry_failed: bool) -> list[Unit]:
     """Units whose output is missing, stale (inputs changed) or failed and retried."""
     todo = []
@@ -109,7 +100,7 @@ def commit(repo: Repository, stage: Stage, unit: Unit, result: TaskResult, run_i
             meta = dict(out.meta)
             if out.dataset_type == stage.output_type:
                 meta["fingerprint"] = fingerprint
-            registry.put(conn, out.dataset_type, out.data_id, path=out.relative, sha256=_sha256(path),
+            registry.put(conn, out.dataset_type, out.data_id, path=out.relative, sha256=sha256_of(path),
                          run_id=run_id, meta=meta)
 
 

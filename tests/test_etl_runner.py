@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,18 +113,25 @@ def _hold_lock(root: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_second_runner_is_refused_while_one_is_active(repo: Path) -> None:
+@contextmanager
+def lock_held_elsewhere(root: Path) -> Iterator[None]:
+    """Another process holds the repository's run lock for the duration of the block."""
     ctx = multiprocessing.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(repo), ready, release))
+    holder = ctx.Process(target=_hold_lock, args=(str(root), ready, release))
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(RepositoryBusy, match="another skydp run is active"):
-            run(repo, [STAGE])
+        yield
     finally:
         release.set()
         holder.join(30)
+
+
+def test_second_runner_is_refused_while_one_is_active(repo: Path) -> None:
+    with lock_held_elsewhere(repo):
+        with pytest.raises(RepositoryBusy, match="another skydp run is active"):
+            run(repo, [STAGE])
     assert run(repo, [STAGE]).ok
 
 
@@ -130,17 +139,9 @@ def test_cli_second_run_exits_3_and_touches_nothing(repo: Path, capsys) -> None:
     from skydp.cli import main
     from test_ingest import snapshot
 
-    ctx = multiprocessing.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(repo), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
+    with lock_held_elsewhere(repo):
         before = snapshot(repo)
         assert main(["run", str(repo)]) == 3
         assert snapshot(repo) == before
-    finally:
-        release.set()
-        holder.join(30)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another skydp run is active (pid" in err[0]

@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 from skydp.exposure import Exposure, read_exposure
 from skydp.pipeline import SingleVisitResult, process_visit_image
 from skydp.sim import simulate
+from test_pipeline_truth import flux_bias_and_pull, robust_std
 
 pytestmark = pytest.mark.slow
 
@@ -39,11 +40,6 @@ FLAGS = ("pixelFlags_edge", "pixelFlags_saturated", "pixelFlags_bad", "pixelFlag
 class Visit:
     exposure: Exposure
     result: SingleVisitResult
-
-
-def robust_std(v: np.ndarray) -> float:
-    v = v[np.isfinite(v)]
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
 def _sky_sigma(exposure: Exposure) -> float:
@@ -127,7 +123,7 @@ def _clean(t: dict[str, np.ndarray]) -> np.ndarray:
 def _psf_flux_bias_and_pull(t: dict[str, np.ndarray], label: str) -> tuple[float, float]:
     sel = (t["type"] == "star") & t["isolated"] & _clean(t) & (t["snr"] > 20)
     f, fe, ft = t["psfFlux"][sel], t["psfFluxErr"][sel], t["flux_true"][sel]
-    bias, pull = np.median(f / ft - 1), robust_std((f - ft) / fe)
+    bias, pull = flux_bias_and_pull(f, fe, ft)
     print(f"{label}: isolated stars S/N>20 n={sel.sum()}: psfFlux median bias {bias:+.4f}, pull robust std {pull:.3f}")
     assert sel.sum() >= 100
     return bias, pull

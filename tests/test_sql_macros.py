@@ -79,7 +79,6 @@ def repo(tmp_path_factory):
 
 def test_crossmatch_against_astropy(repo):
     from astropy.coordinates import SkyCoord
-    import astropy.units as u
     import polars as pl
     path, ra, dec = repo
     rng = np.random.default_rng(2)

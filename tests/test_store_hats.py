@@ -60,7 +60,6 @@ def test_cone_matches_lsdb_on_random_cones(repo):
 
 def test_margin_holds_every_neighbour_within_threshold(repo):
     """Each row within 5" of a partition but stored in another one is in that partition's margin."""
-    import healpy as hp
     cat = repo / "hats" / "Object"
     prim = {}
     for path in (cat / "dataset").glob("Norder=*/Dir=*/Npix=*/*.parquet"):
