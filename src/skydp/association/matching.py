@@ -1,0 +1,96 @@
+"""Error-aware one-to-one matching of one visit's DiaSources to DiaObjects.
+
+Candidates are all (source, object) pairs closer than the association radius, found with a
+scipy cKDTree on unit vectors (chord distance, exact for any separation and free of RA wrap).
+Each candidate is scored by the 2-D Gaussian negative log-likelihood of the tangent-plane offset,
+``d^T C^-1 d + ln det C`` with C = source covariance + object covariance + floor^2 (as the
+current LSST ap_association HEAD does). The one-to-one assignment then maximises the number of
+matched pairs and, among those, minimises the summed cost: components of the candidate graph
+with a single pair (nearly all of them for isolated transients) are accepted directly, vectorised;
+the few conflicted components are solved exactly with scipy.optimize.linear_sum_assignment on
+their small dense cost matrices. This is optimal within each component, unlike the DP1-era
+greedy handshake, which can leave a source unmatched because its nearest object was taken by a
+neighbour that had another candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+ARCSEC = 1.0 / 3600.0
+# A cost no real candidate reaches: marks non-candidate cells of a component's dense matrix so
+# that linear_sum_assignment uses them only when no further candidate pair can be added.
+_NOT_A_CANDIDATE = 1e12
+
+
+def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """(N, 3) unit vectors of (ra, dec) in degrees."""
+    ra_r, dec_r = np.radians(ra), np.radians(dec)
+    cos_dec = np.cos(dec_r)
+    return np.stack([cos_dec * np.cos(ra_r), cos_dec * np.sin(ra_r), np.sin(dec_r)], axis=1)
+
+
+def sky_from_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) in degrees of the directions of (N, 3) vectors (need not be normalised)."""
+    x, y, z = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    ra = np.mod(np.degrees(np.arctan2(y, x)), 360.0)
+    dec = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    return ra, dec
+
+
+def candidate_pairs(
+    source_vectors: np.ndarray, object_tree: cKDTree, radius_arcsec: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (source, object) of every pair closer than ``radius_arcsec``."""
+    chord = 2.0 * np.sin(np.radians(radius_arcsec * ARCSEC) / 2.0)
+    if object_tree.n == 0 or len(source_vectors) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = cKDTree(source_vectors).sparse_distance_matrix(object_tree, chord, output_type="ndarray")
+    return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+
+
+def pair_costs(
+    d_east: np.ndarray, d_north: np.ndarray, cov_ee: np.ndarray, cov_nn: np.ndarray, cov_en: np.ndarray
+) -> np.ndarray:
+    """Gaussian NLL ``d^T C^-1 d + ln det C`` of tangent-plane offsets (arcsec, arcsec^2)."""
+    det = cov_ee * cov_nn - cov_en**2
+    chi2 = (d_east**2 * cov_nn - 2.0 * d_east * d_north * cov_en + d_north**2 * cov_ee) / det
+    return chi2 + np.log(det)
+
+
+def match_one_to_one(
+    src: np.ndarray, obj: np.ndarray, cost: np.ndarray, n_sources: int, n_objects: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-cardinality, minimum-cost one-to-one subset of the candidate pairs.
+
+    Returns the matched (source, object) index arrays.
+    """
+    if src.size == 0:
+        return src, obj
+    src_degree = np.bincount(src, minlength=n_sources)
+    obj_degree = np.bincount(obj, minlength=n_objects)
+    simple = (src_degree[src] == 1) & (obj_degree[obj] == 1)
+    keep_src, keep_obj = [src[simple]], [obj[simple]]
+    if not simple.all():
+        c_src, c_obj, c_cost = src[~simple], obj[~simple], cost[~simple]
+        # bipartite graph: nodes 0..n_sources-1 are sources, n_sources.. are objects
+        n_nodes = n_sources + n_objects
+        graph = coo_matrix((np.ones(c_src.size), (c_src, n_sources + c_obj)), shape=(n_nodes, n_nodes))
+        _, label = connected_components(graph, directed=False)
+        comp = label[c_src]
+        order = np.argsort(comp, kind="stable")
+        bounds = np.flatnonzero(np.diff(comp[order])) + 1
+        for members in np.split(order, bounds):
+            s_ids, s_local = np.unique(c_src[members], return_inverse=True)
+            o_ids, o_local = np.unique(c_obj[members], return_inverse=True)
+            matrix = np.full((s_ids.size, o_ids.size), _NOT_A_CANDIDATE)
+            matrix[s_local, o_local] = c_cost[members]
+            rows, cols = linear_sum_assignment(matrix)
+            real = matrix[rows, cols] < _NOT_A_CANDIDATE
+            keep_src.append(s_ids[rows[real]])
+            keep_obj.append(o_ids[cols[real]])
+    return np.concatenate(keep_src), np.concatenate(keep_obj)
