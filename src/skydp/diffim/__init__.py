@@ -1,0 +1,7 @@
+"""Image differencing (Alard-Lupton PSF matching, noise decorrelation) and DiaSource detection/measurement."""
+
+from .config import DiffimConfig
+from .psf_matching import KernelFitError, KernelSolution
+from .subtract import Difference, subtract_images
+
+__all__ = ["DiffimConfig", "Difference", "KernelFitError", "KernelSolution", "subtract_images"]

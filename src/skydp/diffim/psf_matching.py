@@ -1,0 +1,288 @@
+"""Fit a spatially varying Alard-Lupton matching kernel and apply it to a whole image.
+
+Model (LSST ``AlardLuptonSubtractTask`` with its overrides): reference = convolved image (x) K(x, y)
++ B(x, y), K(x, y) = sum_k c_k(x, y) B'_k with c_k polynomials of order ``kernel_order`` in x, y,
+except c_0, which is constant so that the kernel sum (the photometric scale) is the same everywhere
+(the other basis kernels sum to zero), and B a polynomial of order ``background_order``.
+
+The fit uses stamps around stars: the reference stamp (S x S) against the convolved-image stamp
+grown by the kernel half-size, both unmasked; the kernel polynomial is evaluated at the star (the
+kernel is constant over one stamp), the background at every pixel. Per-stamp normal equations are
+summed into one linear system (85 unknowns for the defaults); stamps whose chi^2 per pixel under
+the global solution lies ``clip_sigma`` robust sigmas above the median (variable sources, blends,
+bad pixels) are dropped and the system re-solved. When there are too few stars (small cut-outs),
+the whole overlap region is one stamp with spatially constant kernel and background, and pixels
+with residuals above 5 sigma (transients, cosmic rays) are clipped instead.
+
+Applying it costs one FFT convolution per spatial term: X (x) K(x, y) evaluated at (x, y) equals
+sum_m p_m(x, y) (X (x) K_m) with K_m = sum_k theta_km B'_k, exactly, because the polynomials are
+evaluated at the output pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from skydp.diffim.kernel_basis import AlardLuptonBasis
+from skydp.pipeline.detection import detect, snr_image
+from skydp.pipeline.stamps import StampCutter
+
+PIXEL_CLIP_SIGMA = 5.0  # whole-image fallback: residual pixels beyond this are excluded
+MAX_WHOLE_IMAGE_PIXELS = 1024 * 1024  # the fallback holds n_kernels copies of the image
+
+
+class KernelFitError(ValueError):
+    """The matching kernel could not be fitted (too few usable pixels or stars)."""
+
+
+def poly_terms(order: int) -> list[tuple[int, int]]:
+    """Exponents (a, b) of x^a y^b for a 2-D polynomial of total order ``order`` (none for -1)."""
+    return [(a, t - a) for t in range(order + 1) for a in range(t, -1, -1)]
+
+
+def poly_values(x: np.ndarray, y: np.ndarray, order: int, shape: tuple[int, int]) -> np.ndarray:
+    """(n_terms,) + x.shape monomials in coordinates scaled to [-1, 1] over an image of ``shape``."""
+    ny, nx = shape
+    u = (2.0 * np.asarray(x, dtype=np.float64) - (nx - 1)) / max(nx - 1, 1)
+    v = (2.0 * np.asarray(y, dtype=np.float64) - (ny - 1)) / max(ny - 1, 1)
+    return np.array([u**a * v**b for a, b in poly_terms(order)]).reshape((-1,) + np.shape(u))
+
+
+@dataclass
+class KernelSolution:
+    """A fitted matching kernel: ``coefficients[k, m]`` multiplies B'_k p_m(x, y) (column 0 only
+    for k = 0), ``background[l]`` multiplies the l-th background monomial. Positions are ARRAY pixels
+    of an image of ``shape``."""
+
+    basis: AlardLuptonBasis
+    coefficients: np.ndarray
+    background: np.ndarray
+    kernel_order: int
+    background_order: int
+    shape: tuple[int, int]
+    star_x: np.ndarray  # array-frame centres of the stamps kept in the final fit
+    star_y: np.ndarray
+    n_rejected: int
+    chi2_per_pixel: float  # median over the kept stamps
+
+    @property
+    def spatial_kernels(self) -> np.ndarray:
+        """(n_spatial_terms, size, size) kernel images K_m; K(x, y) = sum_m p_m(x, y) K_m."""
+        return np.einsum("km,kij->mij", self.coefficients, self.basis.images())
+
+    def kernel_image(self, x: float, y: float) -> np.ndarray:
+        """Kernel image at array position (x, y), indexed [v + h, u + h], applied by convolution."""
+        p = poly_values(np.array(x), np.array(y), self.kernel_order, self.shape)
+        return np.einsum("m,mij->ij", p.ravel(), self.spatial_kernels)
+
+    @property
+    def kernel_sum(self) -> float:
+        """Photometric scale of the convolved image (the same everywhere by construction)."""
+        return float(self.coefficients[0, 0])
+
+    def background_image(self) -> np.ndarray:
+        """The fitted differential background (ny, nx) float32."""
+        ny, nx = self.shape
+        out = np.zeros(self.shape, dtype=np.float32)
+        if self.background.size == 0:
+            return out
+        v = _scaled(np.arange(ny, dtype=np.float64), ny)
+        u = _scaled(np.arange(nx, dtype=np.float64), nx)
+        for coef, (a, b) in zip(self.background, poly_terms(self.background_order)):
+            out += (coef * np.outer(v**b, u**a)).astype(np.float32)
+        return out
+
+    def convolve(self, image: np.ndarray) -> np.ndarray:
+        """image (x) K(x, y), float32, with zero padding outside the image (the NO_DATA border is the caller's)."""
+        kernels = self.spatial_kernels
+        ny, nx = image.shape
+        size = self.basis.size
+        h = size // 2
+        fy, fx = scipy.fft.next_fast_len(ny + size - 1, real=True), scipy.fft.next_fast_len(nx + size - 1, real=True)
+        spectrum = scipy.fft.rfft2(image.astype(np.float64), s=(fy, fx))
+        out = np.zeros((ny, nx), dtype=np.float64)
+        yy = np.arange(ny)
+        xx = np.arange(nx)
+        for m, (a, b) in enumerate(poly_terms(self.kernel_order)):
+            kspec = scipy.fft.rfft2(kernels[m], s=(fy, fx))
+            conv = scipy.fft.irfft2(spectrum * kspec, s=(fy, fx))[h:h + ny, h:h + nx]
+            if a == 0 and b == 0:
+                out += conv
+            else:
+                wy = _scaled(yy, ny) ** b
+                wx = _scaled(xx, nx) ** a
+                out += conv * wy[:, None] * wx[None, :]
+        return out.astype(np.float32)
+
+
+def _scaled(q: np.ndarray, n: int) -> np.ndarray:
+    """Pixel index 0..n-1 mapped to [-1, 1] (as ``poly_values``)."""
+    return (2.0 * q - (n - 1)) / max(n - 1, 1)
+
+
+def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, sigma: float,
+                        stamp_size: int, min_snr: float, max_snr: float, cell_size: int, per_cell: int,
+                        max_stars: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer array-frame centres of up to ``max_stars`` kernel-fit sources.
+
+    Sources are peaks of the PSF-smoothed S/N of ``image`` (after subtracting a sep mesh
+    background) with ``min_snr`` <= S/N <= ``max_snr``, with no unusable pixel (``bad``) within the
+    stamp and no other detection with at least a tenth of their S/N closer than half a stamp;
+    at most ``per_cell`` (the brightest) per ``cell_size`` cell, cells filled round-robin.
+    """
+    import sep
+
+    ny, nx = image.shape
+    half = stamp_size // 2
+    work = np.where(bad, 0.0, image).astype(np.float32)
+    mesh = int(min(128, nx, ny))
+    back = sep.Background(work, mask=bad, bw=mesh, bh=mesh, fw=3, fh=3).back(dtype=np.float32)
+    work -= back
+    work[bad] = 0
+    snr = snr_image(work, np.where(bad, 0.0, variance).astype(np.float32), sigma)
+    found = detect(snr, min(5.0, min_snr), 1, 0.0, deblend=False, deblend_nthresh=1, deblend_cont=1.0)
+    del snr, work
+    if len(found.x) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # peak pixel of each footprint on the image itself (the barycentre may sit between pixels)
+    cx = np.floor(found.x + 0.5).astype(np.int64)
+    cy = np.floor(found.y + 0.5).astype(np.int64)
+    snr_peak = found.peak_snr
+    ok = (snr_peak >= min_snr) & (snr_peak <= max_snr)
+    ok &= (cx >= half) & (cx < nx - half) & (cy >= half) & (cy < ny - half)
+    # no unusable pixel in the stamp: summed-area table of the bad mask
+    sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    sat[1:, 1:] = np.cumsum(np.cumsum(bad, axis=0), axis=1)
+    x0, x1 = np.clip(cx - half, 0, nx), np.clip(cx + half + 1, 0, nx)
+    y0, y1 = np.clip(cy - half, 0, ny), np.clip(cy + half + 1, 0, ny)
+    ok &= (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) == 0
+    # isolation
+    tree = cKDTree(np.column_stack([found.x, found.y]))
+    for i in np.flatnonzero(ok):
+        near = tree.query_ball_point([found.x[i], found.y[i]], half)
+        if any(j != i and snr_peak[j] >= 0.1 * snr_peak[i] for j in near):
+            ok[i] = False
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cell = (cy[idx] // cell_size) * (nx // cell_size + 1) + cx[idx] // cell_size
+    order = np.lexsort((-snr_peak[idx], cell))
+    idx, cell = idx[order], cell[order]
+    first = np.r_[True, cell[1:] != cell[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(idx.size), 0))
+    rank = np.arange(idx.size) - start
+    keep = rank < per_cell
+    idx, rank = idx[keep], rank[keep]
+    pick = idx[np.lexsort((-snr_peak[idx], rank))][:max_stars]
+    return cx[pick], cy[pick]
+
+
+def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, variance: np.ndarray, bad: np.ndarray,
+                        basis: AlardLuptonBasis, star_x: np.ndarray, star_y: np.ndarray, fit_half: int,
+                        kernel_order: int, background_order: int, min_stars: int, clip_sigma: float,
+                        clip_iterations: int) -> KernelSolution:
+    """Fit reference ~ convolved (x) K + B on stamps at integer array centres (star_x, star_y).
+
+    ``variance`` is the per-pixel noise variance of the residual (both images), ``bad`` marks
+    pixels unusable in either image (the convolved image's unusable pixels must already be grown
+    by the kernel half-size, or be set to 0). ``fit_half`` is the half-size of the reference stamps.
+    """
+    shape = reference.shape
+    ny, nx = shape
+    h = basis.half
+    if len(star_x) >= min_stars:
+        size = 2 * fit_half + 1
+        cutter = StampCutter(fit_half + h + 1)
+        cutter.add("x", convolved)
+        cutter.add("y", reference)
+        cutter.add("v", variance)
+        cutter.add("bad", bad, fill=True)
+        xs = cutter.cut("x", star_x, star_y, size + 2 * h).astype(np.float64)
+        ys = cutter.cut("y", star_x, star_y, size).astype(np.float64)
+        vs = cutter.cut("v", star_x, star_y, size).astype(np.float64)
+        bs = cutter.cut("bad", star_x, star_y, size)
+        offs = np.arange(-fit_half, fit_half + 1)
+        px = star_x[:, None, None] + offs[None, None, :] + 0 * offs[None, :, None]
+        py = star_y[:, None, None] + offs[None, :, None] + 0 * offs[None, None, :]
+        centres = (np.asarray(star_x, dtype=np.float64), np.asarray(star_y, dtype=np.float64))
+        pixel_clip = False
+    else:
+        if ny * nx > MAX_WHOLE_IMAGE_PIXELS:
+            raise KernelFitError(f"only {len(star_x)} usable kernel stars (need {min_stars}) and the image "
+                                 f"({nx} x {ny}) is too large to fit as a whole")
+        kernel_order, background_order = 0, min(background_order, 0)
+        xs = convolved[None].astype(np.float64)
+        ys = reference[None, h:ny - h, h:nx - h].astype(np.float64)
+        vs = variance[None, h:ny - h, h:nx - h].astype(np.float64)
+        bs = bad[None, h:ny - h, h:nx - h]
+        yy, xx = np.mgrid[h:ny - h, h:nx - h]
+        px, py = xx[None], yy[None]
+        centres = (np.array([(nx - 1) / 2.0]), np.array([(ny - 1) / 2.0]))
+        pixel_clip = True
+    n = xs.shape[0]
+    conv = basis.convolve_stamps(xs)  # (N, K, S, S)
+    n_k = basis.n_kernels
+    bg = poly_values(px, py, background_order, shape)  # (L_bg, N, S, S)
+    design = np.concatenate([conv, np.moveaxis(bg, 0, 1)], axis=1).reshape(n, n_k + bg.shape[0], -1)
+    target = ys.reshape(n, -1)
+    good = (~bs & (vs > 0) & np.isfinite(vs) & np.isfinite(ys)).reshape(n, -1)
+    weight = np.where(good, 1.0 / np.where(good, vs.reshape(n, -1), 1.0), 0.0)
+    target = np.where(good, target, 0.0)
+
+    # expansion of local (per-stamp) parameters to the global ones
+    spatial = poly_values(*centres, kernel_order, shape).T  # (N, M)
+    n_m = spatial.shape[1]
+    n_bg = bg.shape[0]
+    n_glob = 1 + (n_k - 1) * n_m + n_bg
+    expand = np.zeros((n, n_k + n_bg, n_glob))
+    expand[:, 0, 0] = 1.0
+    for k in range(1, n_k):
+        expand[:, k, 1 + (k - 1) * n_m:1 + k * n_m] = spatial
+    expand[:, n_k:, n_glob - n_bg:] = np.eye(n_bg)[None]
+
+    active = np.ones(n, dtype=bool)
+    n_good = good.sum(axis=1)
+    for _ in range(max(clip_iterations, 0) + 1):
+        dw = design * weight[:, None, :]
+        gram = dw @ np.swapaxes(design, 1, 2)
+        rhs = np.einsum("nlp,np->nl", dw, target)
+        ge = gram @ expand
+        normal = np.einsum("nla,nlb->ab", expand[active], ge[active])
+        vector = np.einsum("nla,nl->a", expand[active], rhs[active])
+        try:
+            theta = np.linalg.solve(normal, vector)
+        except np.linalg.LinAlgError:
+            theta = np.linalg.lstsq(normal, vector, rcond=None)[0]
+        local = np.einsum("nla,a->nl", expand, theta)
+        resid = target - np.einsum("nlp,nl->np", design, local)
+        chi2 = resid * resid * weight
+        if pixel_clip:
+            outlier = ndimage.binary_dilation((chi2 > PIXEL_CLIP_SIGMA**2).reshape(ys.shape[1:]), iterations=2)
+            newly = outlier.ravel() & good[0]
+            if not newly.any():
+                break
+            good[0] &= ~newly
+            weight[0][newly] = 0.0
+            continue
+        per_pixel = chi2.sum(axis=1) / np.maximum(n_good, 1)
+        med = np.median(per_pixel[active])
+        mad = 1.4826 * np.median(np.abs(per_pixel[active] - med))
+        reject = active & (per_pixel > med + clip_sigma * max(mad, 1e-3 * med))
+        if not reject.any() or active.sum() - reject.sum() < max(3, min(min_stars, n)):
+            break
+        active &= ~reject
+    if not np.all(np.isfinite(theta)):
+        raise KernelFitError("the matching-kernel fit is singular")
+    coefficients = np.zeros((n_k, n_m))
+    coefficients[0, 0] = theta[0]
+    coefficients[1:] = theta[1:1 + (n_k - 1) * n_m].reshape(n_k - 1, n_m)
+    per_pixel = chi2.sum(axis=1) / np.maximum(good.sum(axis=1), 1)
+    return KernelSolution(basis=basis, coefficients=coefficients, background=theta[n_glob - n_bg:],
+                          kernel_order=kernel_order, background_order=background_order, shape=shape,
+                          star_x=centres[0][active], star_y=centres[1][active], n_rejected=int((~active).sum()),
+                          chi2_per_pixel=float(np.median(per_pixel[active])))
