@@ -11,7 +11,7 @@ psfFlux_flag: the position is off the image, or usable pixels carry less than MI
 sum(P^2) (mostly NO_DATA / BAD / SAT / off the edge, or invalid variance). pixelFlags_X (as LSST
 base_PixelFlags): mask plane X on any pixel of the PSF core (pixels where the PSF at the image
 centre exceeds FOOTPRINT_LEVEL of its peak) or of the 3x3 centre box; pixelFlags_XCenter: on the
-3x3 centre box.
+3x3 centre box (for every plane, as DiaSource has them; ForcedSource keeps the DP1 subset).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from skydp.exposure.errors import ExposureMetadataWarning
 from skydp.forced.inputs import fit_planes
 from skydp.forced.psf_table import DEFAULT_PHASES, PhasedPsf
 from skydp.forced.windows import cut, gather
-from skydp.pipeline.pixel_flags import CENTER_FLAGS, FLAG_PLANES
+from skydp.pipeline.pixel_flags import FLAG_PLANES
 from skydp.pipeline.stamps import round_half_up
 
 FIT_RADIUS_FWHM = 3.0
@@ -34,7 +34,7 @@ MIN_PSF_WEIGHT = 0.5
 FOOTPRINT_LEVEL = 0.01
 _CHUNK = 2048  # positions per block: keeps the (chunk, F, F) temporaries in cache-friendly sizes
 
-FLAG_COLUMNS = [f"pixelFlags_{stem}" for stem in FLAG_PLANES] + [f"pixelFlags_{stem}Center" for stem in CENTER_FLAGS]
+FLAG_COLUMNS = [f"pixelFlags_{stem}{suffix}" for stem in FLAG_PLANES for suffix in ("", "Center")]
 RESULT_COLUMNS = ["x", "y", "on_image", "psfFlux", "psfFluxErr", "psfFlux_flag", *sorted(FLAG_COLUMNS),
                   "invalidPsfFlag"]
 
@@ -95,8 +95,7 @@ class ForcedPhotometer:
         out["psfFlux_flag"] = ~on_image | ~(weight_fraction >= MIN_PSF_WEIGHT) | ~np.isfinite(flux)
         for stem, bit in self._flag_bits.items():
             out[f"pixelFlags_{stem}"] = (core_bits & bit) != 0
-            if stem in CENTER_FLAGS:
-                out[f"pixelFlags_{stem}Center"] = (centre_bits & bit) != 0
+            out[f"pixelFlags_{stem}Center"] = (centre_bits & bit) != 0
         out["invalidPsfFlag"] = np.full(n, not self.psf_valid)
         return {name: out[name] for name in RESULT_COLUMNS}
 
