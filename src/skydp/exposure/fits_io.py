@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import tempfile
 import warnings
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from .alert_cutout import is_alert_cutout, read_alert_cutout
 from .errors import ExposureFormatError, ExposureMetadataWarning
 from .mask import DEFAULT_MASK_PLANES, Mask
 from .metadata import visit_info_to_header, visit_info_from_headers
@@ -86,22 +89,41 @@ def _psf(path: str, hdus: dict[str, fits.hdu.base._BaseHDU]) -> PixelPsf | None:
         raise ExposureFormatError(f"{path}: invalid PSF ({exc})") from exc
 
 
-def read_exposure(path: str | os.PathLike) -> Exposure:
-    """Read a visit image (our contract or LSST afw), or a plain single-HDU image with a WCS.
+def _open(source: str | os.PathLike | bytes | io.IOBase) -> tuple[str, fits.HDUList]:
+    """Open a path, FITS bytes (plain or gzip, e.g. an alert packet's cut-out) or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "<FITS bytes>", bytes(source)
+    elif isinstance(source, io.IOBase):
+        name, data = getattr(source, "name", "<FITS stream>"), source.read()
+    else:
+        name, data = os.fspath(source), None
+    try:
+        if data is not None:
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            hdul = fits.open(io.BytesIO(data), memmap=False)
+        else:
+            hdul = fits.open(name, memmap=False)
+        hdul.readall()
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExposureFormatError(f"{name}: not a readable FITS file ({exc})") from exc
+    return name, hdul
+
+
+def read_exposure(path: str | os.PathLike | bytes | io.IOBase) -> Exposure:
+    """Read a visit image (our contract or LSST afw), an LSST alert cut-out, or a plain single-HDU
+    image with a WCS, from a path, FITS bytes (gzip too) or a binary file object.
 
     Pixels are brought to nJy from BUNIT/zero-point keys when possible; everything that could not
     be read or derived is listed in ``info.warnings`` and reported by one ExposureMetadataWarning.
     """
-    path = os.fspath(path)
-    try:
-        hdul = fits.open(path, memmap=False)
-        hdul.readall()
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ExposureFormatError(f"{path}: not a readable FITS file ({exc})") from exc
+    name, hdul = _open(path)
     with hdul:
-        return _read(path, hdul)
+        if is_alert_cutout(hdul):
+            return read_alert_cutout(name, hdul)
+        return _read(name, hdul)
 
 
 def _read(path: str, hdul: fits.HDUList) -> Exposure:
