@@ -19,8 +19,8 @@ class ObjectConfig:
     min_area: int = 1  # px above threshold
     grow_sigma: float = 2.4  # footprint growth, in PSF sigma (largest over the bands)
     deblend: bool = True
-    deblend_nthresh: int = 32
-    deblend_cont: float = 0.005
+    deblend_nthresh: int = 64
+    deblend_cont: float = 0.001  # of the whole parent: coadd parents merge bright and faint objects
     noise_sample: int = 1_000_000  # pixels sampled to measure each band's S/N-image noise
     # reference band: significant = unforced PSF-flux S/N at least this
     ref_band_snr: float = 5.0

@@ -2,8 +2,7 @@
 
 Each band's S/N image ``skydp.pipeline.detection.snr_image`` (the image correlated with a Gaussian
 of that band's PSF sigma over the square root of the equally smoothed variance) is divided by its
-own noise: the robust (3-sigma-clipped, MAD-based) standard deviation of the S/N image over the
-patch. On a coadd the variance plane ignores the pixel covariance that warping introduces, so the
+own noise: the standard deviation of the S/N image on blank sky (``_noise_scale``). On a coadd the variance plane ignores the pixel covariance that warping introduces, so the
 raw S/N image has a standard deviation above 1; after this empirical normalisation every band's
 S/N image is N(0, 1) on blank sky (LSST coadd detection thresholds in units of the measured
 smoothed-image noise for the same reason, ``thresholdType="pixel_stdev"``). The same factor
@@ -31,7 +30,7 @@ from scipy import stats
 from scipy.special import comb
 
 from skydp.exposure import Exposure
-from skydp.pipeline.detection import Footprints, detect, snr_image
+from skydp.pipeline.detection import Footprints, detect, disk_dilate, snr_image
 
 UNUSABLE_PLANES = ("BAD", "SAT", "NO_DATA")  # removed from every fit and sum, as in single-visit processing
 _U_TABLE_MAX = 35.0  # sqrt(t) up to which the null tail probability is tabulated (P > 1e-270)
@@ -71,7 +70,7 @@ def prepare_band(band: str, exposure: Exposure, noise_sample: int) -> tuple[Band
     ny, nx = exposure.shape
     sigma = exposure.psf.shape(exposure.xy0[0] + (nx - 1) / 2.0, exposure.xy0[1] + (ny - 1) / 2.0).sigma
     snr = snr_image(image, variance, sigma)
-    scale = _noise_scale(snr, noise_sample)
+    scale = _noise_scale(snr, sigma, noise_sample)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"band {band}: the S/N image has no measurable noise (robust std {scale})")
     snr /= scale
@@ -79,15 +78,27 @@ def prepare_band(band: str, exposure: Exposure, noise_sample: int) -> tuple[Band
     return BandPlanes(band, exposure, image, variance, unusable, float(sigma), float(scale)), snr
 
 
-def _noise_scale(snr: np.ndarray, n_sample: int) -> float:
-    """Robust standard deviation of the S/N image over pixels with data (regular subsample)."""
-    values = snr.ravel()
-    values = values[values != 0]  # snr_image is exactly 0 where the smoothed variance is 0 (no data)
+def _noise_scale(snr: np.ndarray, sigma: float, n_sample: int) -> float:
+    """Standard deviation of the S/N image on blank sky.
+
+    A first, robust (3-sigma-clipped MAD) estimate finds the pixels above 5 of it; those, grown by
+    4 PSF sigma (the smoothed profiles' reach), are removed, and the noise is the rms of the remaining
+    negative pixels: sources only add positive signal, so the negative half of the sky distribution is
+    the least contaminated by the wings of bright and crowded sources, and for symmetric noise its rms is
+    the standard deviation.
+    """
+    valid = snr != 0  # snr_image is exactly 0 where the smoothed variance is 0 (no data)
+    values = snr[valid]
     if values.size < 100:
         return float("nan")
     step = max(1, values.size // n_sample)
-    _, _, std = sigma_clipped_stats(values[::step], sigma=3.0, maxiters=5, cenfunc="median", stdfunc="mad_std")
-    return float(std)
+    _, _, first = sigma_clipped_stats(values[::step], sigma=3.0, maxiters=5, cenfunc="median", stdfunc="mad_std")
+    near = disk_dilate((snr > 5 * first).view(np.uint8), 4 * sigma).view(bool)
+    sky = snr[valid & ~near & (snr < 0) & (snr > -10 * first)]
+    if sky.size < 100:
+        return float(first)
+    sky = sky[:: max(1, sky.size // n_sample)].astype(np.float64)
+    return float(np.sqrt(np.mean(sky * sky)))
 
 
 def significance_image(snrs: list[np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from skydp import ids, tables
+from skydp.coadd import Coadd
 from skydp.exposure import Exposure
 from skydp.objects.band_measurement import BandMeasurer, Ellipse, RowGroups, apply_aperture_correction
 from skydp.objects.config import REF_BAND_PRIORITY, ObjectConfig
@@ -33,19 +34,19 @@ from skydp.skymap import PatchInfo, SkyMap
 AB_ZERO_POINT_NJY = 31.4
 
 
-def measure_objects(coadds: Mapping[str, Exposure], patch: PatchInfo, skymap: SkyMap,
-                    config: ObjectConfig | None = None,
-                    input_counts: Mapping[str, np.ndarray] | None = None,
-                    epochs: Mapping[str, float] | None = None) -> pa.Table:
+def measure_objects(coadds: Mapping[str, Exposure | Coadd], patch: PatchInfo, skymap: SkyMap,
+                    config: ObjectConfig | None = None) -> pa.Table:
     """Object table (exact ``Object`` schema) of one patch from its background-subtracted coadds.
 
     ``coadds`` maps band -> coadd on the patch grid (all bands on the same grid; parent pixels are tract
-    pixels); each needs a variance plane and a PSF. ``input_counts`` optionally maps band -> per-pixel
-    number of input visits (``Coadd.input_count``) and ``epochs`` band -> mean MJD (TAI) of its inputs;
-    without them {b}_inputCount and {b}_epoch are null.
+    pixels), each with a variance plane and a PSF. Given as ``skydp.coadd.Coadd``, its input_count map
+    gives {b}_inputCount and its inputs table {b}_epoch (weight-averaged mid-exposure MJD of the inputs
+    whose box holds the object); given as a plain Exposure those two columns are null.
     """
     config = config or ObjectConfig()
-    bands = _check_inputs(coadds, input_counts)
+    inputs = {b: (c.input_count, c.inputs) for b, c in coadds.items() if isinstance(c, Coadd)}
+    coadds = {b: c.exposure if isinstance(c, Coadd) else c for b, c in coadds.items()}
+    bands = _check_inputs(coadds)
     prepared = [prepare_band(b, coadds[b], config.noise_sample) for b in bands]
     planes = [p for p, _ in prepared]
     snrs = [s for _, s in prepared]
@@ -94,10 +95,9 @@ def measure_objects(coadds: Mapping[str, Exposure], patch: PatchInfo, skymap: Sk
         ox, oy = coadds[b].xy0
         band_cols["centroid_x"] = band_cols["centroid_x"] + ox
         band_cols["centroid_y"] = band_cols["centroid_y"] + oy
-        if input_counts is not None and b in input_counts:
-            band_cols["inputCount"] = _value_at(np.asarray(input_counts[b]), x, y)
-        if epochs is not None and b in epochs:
-            band_cols["epoch"] = np.full(n_rows, float(epochs[b]))
+        if b in inputs:
+            band_cols["inputCount"] = _value_at(inputs[b][0], x, y)
+            band_cols["epoch"] = _epoch(inputs[b][1], x + ox, y + oy)
         cols.update({f"{b}_{k}": v for k, v in band_cols.items()})
 
     # global columns
@@ -117,7 +117,7 @@ def measure_objects(coadds: Mapping[str, Exposure], patch: PatchInfo, skymap: Sk
     return tables.to_arrow("Object", cols)
 
 
-def _check_inputs(coadds: Mapping[str, Exposure], input_counts: Mapping[str, np.ndarray] | None) -> list[str]:
+def _check_inputs(coadds: Mapping[str, Exposure]) -> list[str]:
     if not coadds:
         raise ValueError("measure_objects: no coadds given")
     known = [c.name[:-len("_psfFlux")] for c in tables.columns("Object") if c.name.endswith("_psfFlux")]
@@ -133,9 +133,6 @@ def _check_inputs(coadds: Mapping[str, Exposure], input_counts: Mapping[str, np.
         if exp.shape != first.shape or exp.xy0 != first.xy0:
             raise ValueError(f"measure_objects: band {b} coadd grid (shape {exp.shape}, xy0 {exp.xy0}) differs "
                              f"from band {bands[0]} ({first.shape}, {first.xy0}); all bands must share the patch grid")
-        if input_counts is not None and b in input_counts and np.shape(input_counts[b]) != exp.shape:
-            raise ValueError(f"measure_objects: input_counts[{b!r}] has shape {np.shape(input_counts[b])}, "
-                             f"the coadd {exp.shape}")
     return bands
 
 
@@ -206,6 +203,21 @@ def _value_at(plane: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ix, iy = round_half_up(x), round_half_up(y)
     inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
     return np.where(inside, plane[np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)], 0)
+
+
+def _epoch(inputs: pa.Table, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weight-averaged mid-exposure MJD of the inputs whose covered box holds each parent position."""
+    total = np.zeros(len(x))
+    weight = np.zeros(len(x))
+    for row in inputs.select(["weight", "mjd", "exptime", "bbox"]).to_pylist():
+        if row["bbox"] is None:
+            continue
+        x0, y0, x1, y1 = row["bbox"]
+        inside = (x >= x0 - 0.5) & (x < x1 - 0.5) & (y >= y0 - 0.5) & (y < y1 - 0.5)
+        total += inside * row["weight"] * (row["mjd"] + row["exptime"] / 2.0 / 86400.0)
+        weight += inside * row["weight"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, total / weight, np.nan)
 
 
 def _sky_coordinates(exp: Exposure, x: np.ndarray, y: np.ndarray, vxx: np.ndarray, vyy: np.ndarray,
