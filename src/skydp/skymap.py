@@ -187,8 +187,9 @@ class SkyMap:
         """Patch of ``tract`` (scalar or per position) whose inner box holds each position (clipped to the grid)."""
         x, y = self.tract_pixels(tract, ra, dec)
         side = self.patches_per_side
-        px = np.clip(np.floor(np.nan_to_num(x, nan=-1.0) / self.patch_inner), 0, side - 1).astype(int)
-        py = np.clip(np.floor(np.nan_to_num(y, nan=-1.0) / self.patch_inner), 0, side - 1).astype(int)
+        # pixel i spans [i - 0.5, i + 0.5): the inner box of pixels x0..x1-1 spans [x0 - 0.5, x1 - 0.5)
+        px = np.clip(np.floor((np.nan_to_num(x, nan=-1.0) + 0.5) / self.patch_inner), 0, side - 1).astype(int)
+        py = np.clip(np.floor((np.nan_to_num(y, nan=-1.0) + 0.5) / self.patch_inner), 0, side - 1).astype(int)
         return px + py * side
 
     def find_tract_patch(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
