@@ -270,3 +270,131 @@ def _axes(cxx, cyy, cxy):
     mean = 0.5 * (cxx + cyy)
     half = np.hypot(0.5 * (cxx - cyy), cxy)
     return np.sqrt(mean + half), np.sqrt(mean - half), 0.5 * np.arctan2(2 * cxy, cxx - cyy)
+
+
+def test_patch_overlap_gives_each_object_one_primary_row():
+    """The same sky measured on two different cut-outs as patch A and as patch B: every true object is
+    primary exactly once, and no two primary rows lie within 1 arcsec."""
+    truth = _scene(seed=3)
+    region = _render((400, 560), (BOUNDARY_X - 280, 20160), truth, seed=4)
+    tables_ = []
+    for patch, (c0, c1) in ((PATCH_A, (0, 400)), (PATCH_B, (160, 560))):
+        cut = {}
+        for band, exp in region.items():
+            wcs = exp.wcs.deepcopy()
+            wcs.wcs.crpix = wcs.wcs.crpix - np.array([c0, 0.0])
+            cut[band] = Exposure(image=exp.image[:, c0:c1], variance=exp.variance[:, c0:c1],
+                                 mask=Mask.empty((400, c1 - c0)), wcs=wcs, psf=exp.psf,
+                                 xy0=(exp.xy0[0] + c0, exp.xy0[1]), info=exp.info)
+        tables_.append(measure_objects(cut, SKYMAP.patch_info(TRACT, patch), SKYMAP))
+    both = pa.concat_tables(tables_)
+    primary = np.flatnonzero(both["detect_isPrimary"].to_numpy())
+    assert set(both["patch"].to_numpy()[primary]) == {PATCH_A, PATCH_B}
+    ra, dec = both["coord_ra"].to_numpy()[primary], both["coord_dec"].to_numpy()[primary]
+    from scipy.spatial import cKDTree
+    xyz = np.column_stack([np.cos(np.radians(dec)) * np.cos(np.radians(ra)),
+                           np.cos(np.radians(dec)) * np.sin(np.radians(ra)), np.sin(np.radians(dec))])
+    pairs = cKDTree(xyz).query_pairs(np.radians(1 / 3600))
+    assert not pairs
+    # objects well inside the region, on either side of the boundary, detected as primary exactly once
+    inside = ((truth.x > BOUNDARY_X - 250) & (truth.x < BOUNDARY_X + 250) & (truth.y > 20190) & (truth.y < 20530)
+              & (_snr_r(truth) >= 10))
+    x = both["x"].to_numpy()[primary]
+    y = both["y"].to_numpy()[primary]
+    d = np.hypot(x[None, :] - truth.x[inside, None], y[None, :] - truth.y[inside, None])
+    counts = np.sum(d < 2.0, axis=1)
+    print(f"primary matches per true object: {np.bincount(counts)}")
+    assert np.mean(counts == 1) >= 0.97
+    assert np.all(counts <= 1)
+
+
+def test_blendedness_zero_when_isolated_positive_in_pairs(scene):
+    truth, _, objects = scene
+    nchild = objects["deblend_nChild"].to_numpy()
+    parent = objects["parentObjectId"].to_numpy()
+    blend = objects["r_blendedness"].to_numpy(zero_copy_only=False)
+    isolated = objects["detect_isIsolated"].to_numpy()
+    assert np.all(blend[isolated] == 0)
+    children = (parent != 0) & (nchild == 0)
+    assert np.all(np.isfinite(blend[children]))
+    assert np.all((blend[children] >= 0) & (blend[children] <= 1))  # children of far neighbours: ~0
+    # in a 2:1 pair 9 px apart the fainter child is the more blended
+    leaves = np.flatnonzero(nchild == 0)
+    idx = _match(truth, objects, leaves)
+    n_main = 144
+    companions = np.arange(n_main, len(truth.x))
+    mains = np.flatnonzero((truth.x[:n_main, None] == truth.x[companions] - 9.0).any(axis=1))
+    ok = (idx[mains] >= 0) & (idx[companions] >= 0)
+    assert ok.sum() >= 5
+    print(f"blendedness in 2:1 pairs: fainter {np.median(blend[idx[companions[ok]]]):.3f}, "
+          f"brighter {np.median(blend[idx[mains[ok]]]):.3f}")
+    assert np.all(blend[idx[companions[ok]]] > blend[idx[mains[ok]]])
+    assert np.median(blend[idx[companions[ok]]]) > 0.005  # neighbour wings under a PSF-sized weight: ~2 %
+
+
+def test_significance_image_null_distribution():
+    """Independent N(0, 1) bands: the combined image has the one-sided Gaussian tail of a single band."""
+    from scipy import stats
+
+    from skydp.objects.detection import significance_image
+
+    rng = np.random.default_rng(11)
+    for n_bands in (1, 2, 4):
+        z = significance_image([rng.standard_normal(400_000).astype(np.float32) for _ in range(n_bands)])
+        for level in (1.5, 2.5, 3.0):
+            observed = np.mean(z > level)
+            expected = stats.norm.sf(level)
+            assert abs(observed - expected) < 5 * np.sqrt(expected / z.size), (n_bands, level, observed, expected)
+    one = rng.standard_normal(1000).astype(np.float32)
+    np.testing.assert_allclose(significance_image([one])[one > 0], one[one > 0], rtol=1e-3, atol=2e-3)
+
+
+def test_pure_noise_gives_no_objects_and_correlated_noise_is_normalised():
+    """Noise smoothed by a kernel (as warping correlates coadd noise) with a per-pixel variance plane
+    that ignores the correlation: the noise scale absorbs it and nothing is detected."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(12)
+    truth = Truth(x=np.zeros(0), y=np.zeros(0), flux={"r": np.zeros(0), "g": np.zeros(0)}, hlr=np.zeros(0),
+                  is_star=np.zeros(0, bool))
+    coadds = _render((300, 300), (BOUNDARY_X - 200, 20160), truth, seed=13)
+    for band, exp in coadds.items():
+        white = rng.normal(0.0, NOISE[band], exp.shape)
+        exp.image = ndimage.gaussian_filter(white, 0.7).astype(np.float32)
+        exp.image *= NOISE[band] / exp.image.std()  # pixel rms right, pixels correlated
+    objects = measure_objects(coadds, SKYMAP.patch_info(TRACT, PATCH_A), SKYMAP)
+    assert objects.num_rows == 0
+    assert objects.schema.equals(tables.arrow_schema("Object"))
+
+
+def test_match_sources_to_objects(scene):
+    _, _, objects = scene
+    primary = objects.filter(objects["detect_isPrimary"])
+    ra = primary["coord_ra"].to_numpy()[:20]
+    dec = primary["coord_dec"].to_numpy()[:20]
+    offset = 0.5 / 3600  # 0.5 arcsec north: matched; 3 arcsec: not
+    sources = pa.table({"coord_ra": np.r_[ra, ra], "coord_dec": np.r_[dec + offset, dec + 6 * offset]})
+    matched = match_sources_to_objects(sources, objects)
+    np.testing.assert_array_equal(matched[:20], primary["objectId"].to_numpy()[:20])
+    assert np.all(matched[20:] == 0)
+    with pytest.raises(ValueError, match="coord_ra"):
+        match_sources_to_objects(pa.table({"ra": [1.0]}), objects)
+
+
+def test_bad_inputs_raise_clear_errors(scene):
+    _, coadds, _ = scene
+    patch = SKYMAP.patch_info(TRACT, PATCH_A)
+    with pytest.raises(ValueError, match="no coadds"):
+        measure_objects({}, patch, SKYMAP)
+    with pytest.raises(ValueError, match="band"):
+        measure_objects({"q": coadds["r"]}, patch, SKYMAP)
+    shifted = coadds["g"].copy()
+    shifted.xy0 = (shifted.xy0[0] + 1, shifted.xy0[1])
+    with pytest.raises(ValueError, match="grid"):
+        measure_objects({"r": coadds["r"], "g": shifted}, patch, SKYMAP)
+    no_psf = coadds["r"].copy()
+    no_psf.psf = None
+    with pytest.raises(ValueError, match="band r: the coadd has no PSF"):
+        measure_objects({"r": no_psf}, patch, SKYMAP)
+    with pytest.raises(ValueError, match="ObjectConfig"):
+        ObjectConfig(threshold=-1)
