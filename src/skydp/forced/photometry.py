@@ -26,6 +26,7 @@ from skydp.exposure.errors import ExposureMetadataWarning
 from skydp.forced.inputs import fit_planes
 from skydp.forced.psf_table import DEFAULT_PHASES, PhasedPsf
 from skydp.forced.windows import cut, gather
+from skydp.pipeline.apertures import ApertureSummer
 from skydp.pipeline.pixel_flags import FLAG_PLANES
 from skydp.pipeline.stamps import round_half_up
 
@@ -53,7 +54,8 @@ class ForcedPhotometer:
         cx, cy = exposure.xy0[0] + (nx - 1) / 2.0, exposure.xy0[1] + (ny - 1) / 2.0
         kernel = planes.psf.image(cx, cy)
         if fit_size is None:
-            fwhm = planes.psf.shape(cx, cy).fwhm
+            # FWHM from the area above half maximum: robust for any PSF (no moments to converge)
+            fwhm = 2.0 * np.sqrt(np.count_nonzero(kernel >= 0.5 * kernel.max()) / np.pi)
             fit_size = min(planes.psf.stamp_size, 2 * int(np.ceil(FIT_RADIUS_FWHM * fwhm)) + 1)
         self.table = PhasedPsf(planes.psf, exposure.bbox, fit_size, phases)
         size = self.table.size
@@ -71,8 +73,10 @@ class ForcedPhotometer:
         self._flag_bits = {stem: mask.bitmask(plane) if plane in mask.planes else 0
                            for stem, plane in FLAG_PLANES.items()}
 
-    def measure(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Result columns (see RESULT_COLUMNS) for parent positions (x, y), in input order."""
+    def measure(self, x: np.ndarray, y: np.ndarray, aperture_radius: float | None = None) -> dict[str, np.ndarray]:
+        """Result columns (see RESULT_COLUMNS) for parent positions (x, y), in input order; with
+        ``aperture_radius`` (px) also apFlux, apFluxErr, apFlux_flag (exact circular aperture sum,
+        flagged when it extends off the image or holds no usable pixel)."""
         x = np.asarray(x, dtype=np.float64).ravel()
         y = np.asarray(y, dtype=np.float64).ravel()
         if x.shape != y.shape:
@@ -97,7 +101,26 @@ class ForcedPhotometer:
             out[f"pixelFlags_{stem}"] = (core_bits & bit) != 0
             out[f"pixelFlags_{stem}Center"] = (centre_bits & bit) != 0
         out["invalidPsfFlag"] = np.full(n, not self.psf_valid)
-        return {name: out[name] for name in RESULT_COLUMNS}
+        result = {name: out[name] for name in RESULT_COLUMNS}
+        if aperture_radius is not None:
+            result.update(self._aperture(ax, ay, on_image, aperture_radius))
+        return result
+
+    def _aperture(self, ax: np.ndarray, ay: np.ndarray, on_image: np.ndarray, radius: float) -> dict[str, np.ndarray]:
+        if not radius > 0:
+            raise ValueError(f"aperture_radius must be positive, got {radius}")
+        usable = self._ivar > 0
+        with np.errstate(divide="ignore"):
+            variance = np.where(usable, 1.0 / self._ivar, 0.0).astype(np.float32)
+        image = np.where(usable, self.exposure.image, 0.0).astype(np.float32)
+        summer = ApertureSummer(image, variance, np.zeros(image.shape, dtype=bool))
+        flux = np.full(ax.size, np.nan)
+        err = np.full(ax.size, np.nan)
+        flag = np.ones(ax.size, dtype=bool)
+        sel = np.flatnonzero(on_image)
+        f, e, bad = summer.fluxes(ax[sel], ay[sel], (float(radius),))
+        flux[sel], err[sel], flag[sel] = f[:, 0], e[:, 0], bad[:, 0]
+        return {"apFlux": flux, "apFluxErr": err, "apFlux_flag": flag}
 
     def _fit(self, x, y, ax, ay):
         cx, cy = round_half_up(ax), round_half_up(ay)
@@ -124,17 +147,18 @@ class ForcedPhotometer:
         return flux, err, fraction, core, centre
 
 
-def forced_photometry_xy(exposure: Exposure, x: np.ndarray, y: np.ndarray, phases: int = DEFAULT_PHASES,
-                         fit_size: int | None = None) -> pa.Table:
-    """Forced PSF photometry at parent pixel positions; one row per position, input order."""
+def forced_photometry_xy(exposure: Exposure, x: np.ndarray, y: np.ndarray, aperture_radius: float | None = None,
+                         phases: int = DEFAULT_PHASES, fit_size: int | None = None) -> pa.Table:
+    """Forced PSF photometry at parent pixel positions; one row per position, input order
+    (columns RESULT_COLUMNS, plus apFlux/apFluxErr/apFlux_flag when ``aperture_radius`` is given)."""
     photometer = ForcedPhotometer(exposure, phases, fit_size)
     if photometer.notes:
         warnings.warn("forced photometry: " + "; ".join(photometer.notes), ExposureMetadataWarning, stacklevel=2)
-    return pa.table(photometer.measure(x, y))
+    return pa.table(photometer.measure(x, y, aperture_radius))
 
 
-def forced_photometry(exposure: Exposure, ra: np.ndarray, dec: np.ndarray, phases: int = DEFAULT_PHASES,
-                      fit_size: int | None = None) -> pa.Table:
+def forced_photometry(exposure: Exposure, ra: np.ndarray, dec: np.ndarray, aperture_radius: float | None = None,
+                      phases: int = DEFAULT_PHASES, fit_size: int | None = None) -> pa.Table:
     """Forced PSF photometry at sky positions (degrees); one row per position, input order.
 
     Positions are mapped with the exposure's full WCS; where the inversion fails (NaN) or lands off
@@ -147,4 +171,4 @@ def forced_photometry(exposure: Exposure, ra: np.ndarray, dec: np.ndarray, phase
     if np.any(np.abs(dec[np.isfinite(dec)]) > 90):
         raise ValueError("dec must be within [-90, 90] degrees")
     x, y = exposure.sky_to_pixel(ra, dec) if ra.size else (ra.copy(), dec.copy())
-    return forced_photometry_xy(exposure, x, y, phases, fit_size)
+    return forced_photometry_xy(exposure, x, y, aperture_radius, phases, fit_size)
