@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import sep
+from scipy import integrate
 
 from skydp.pipeline.apertures import ApertureSummer
 
 RADII = (3, 6, 9, 12, 17, 25, 35, 50, 70)
-# sep's exact mode is not exact below r ~ 0.71 px (a pixel whose centre lies within r - 0.71 of
-# the centre counts as wholly inside), so r < 1 is checked against closed forms instead
 
 
 def test_matches_sep_exact_overlap_without_footprints():
@@ -26,25 +26,40 @@ def test_matches_sep_exact_overlap_without_footprints():
         assert not flag[:, i].any()
 
 
+def _disc_rectangle_area(cx, cy, r, x0, x1, y0, y1):
+    """Area of the disc inside the rectangle by 1-D quadrature of the clipped chord (independent of sep)."""
+    def chord(x):
+        h = np.sqrt(max(r * r - (x - cx) ** 2, 0.0))
+        return max(0.0, min(y1, cy + h) - max(y0, cy - h))
+    lo, hi = max(x0, cx - r), min(x1, cx + r)
+    return integrate.quad(chord, lo, hi, epsabs=1e-13, epsrel=1e-13, limit=200)[0] if hi > lo else 0.0
+
+
 def test_own_footprint_overlap_is_exact():
-    """Own-footprint pixels are weighted by the closed-form circle-pixel overlap."""
+    """Own-footprint pixels are weighted by the exact circle-pixel overlap."""
     ones = np.ones((200, 200), np.float32)
     labels = np.ones(ones.shape, np.int32)  # one footprint covering the image
     summer = ApertureSummer(ones, ones, labels > 0)
-    flux, _, flag = summer.fluxes(np.array([100.3]), np.array([99.8]), RADII[:-1] + (0.7,), labels, np.array([1]))
-    np.testing.assert_allclose(flux[0], np.pi * np.array(RADII[:-1] + (0.7,)) ** 2, rtol=1e-12)
+    radii = RADII[:-1] + (1.0,)
+    flux, _, flag = summer.fluxes(np.array([100.3]), np.array([99.8]), radii, labels, np.array([1]))
+    np.testing.assert_allclose(flux[0], np.pi * np.array(radii) ** 2, rtol=1e-12)
     assert not flag.any()
-    # centred on the corner pixel, r = 0.7: the disc minus two segments beyond x, y < -0.5
-    flux, _, flag = summer.fluxes(np.array([0.0]), np.array([0.0]), (0.7,), labels, np.array([1]))
-    segment = 0.49 * np.arccos(0.5 / 0.7) - 0.5 * np.sqrt(0.49 - 0.25)
-    assert abs(flux[0, 0] - (np.pi * 0.49 - 2 * segment)) < 1e-12
+    # centred on the corner pixel, r = 3: only the part of the disc on the image counts
+    flux, _, flag = summer.fluxes(np.array([0.0]), np.array([0.0]), (3.0,), labels, np.array([1]))
+    assert abs(flux[0, 0] - _disc_rectangle_area(0, 0, 3, -0.5, 200, -0.5, 200)) < 1e-9
     assert flag[0, 0]
-    # a single lit pixel under a centred r = 0.7 disc: the disc minus four segments
+    # a single lit pixel under an off-centre r = 1 disc
     delta = np.zeros((9, 9), np.float32)
     delta[4, 4] = 1
     flux, _, _ = ApertureSummer(delta, ones[:9, :9], labels[:9, :9] > 0).fluxes(
-        np.array([4.0]), np.array([4.0]), (0.7,), labels[:9, :9], np.array([1]))
-    assert abs(flux[0, 0] - (np.pi * 0.49 - 4 * segment)) < 1e-12
+        np.array([4.6]), np.array([3.7]), (1.0,), labels[:9, :9], np.array([1]))
+    assert abs(flux[0, 0] - _disc_rectangle_area(4.6, 3.7, 1, 3.5, 4.5, 3.5, 4.5)) < 1e-9
+
+
+def test_sub_pixel_radius_is_refused():
+    summer = ApertureSummer(np.ones((9, 9), np.float32), np.ones((9, 9), np.float32), np.zeros((9, 9), bool))
+    with pytest.raises(ValueError, match="radii"):
+        summer.fluxes(np.array([4.0]), np.array([4.0]), (0.7,))
 
 
 def test_other_footprints_count_as_zero_and_own_pixels_count():

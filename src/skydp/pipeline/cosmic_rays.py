@@ -12,6 +12,7 @@ the good pixels in the surrounding 5x5 box.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): along x, along y, two diagonals
 NEAR_UNUSABLE = 2  # px
@@ -29,29 +30,31 @@ def find_cosmic_rays(image: np.ndarray, variance: np.ndarray, unusable: np.ndarr
                      min_sigma: float, margin: float) -> np.ndarray:
     """Boolean map of cosmic-ray pixels (grown by one pixel) in a background-subtracted image."""
     ny, nx = image.shape
-    cand = image > 0
-    cand &= np.square(image) > np.float32(min_sigma**2) * variance
-    cand &= ~unusable
-    cand[0, :] = cand[-1, :] = cand[:, 0] = cand[:, -1] = False
-    iy, ix = np.nonzero(cand)
-    # the edges of saturated cores and bleed trails (and of other unusable pixels) are sharp but not
-    # cosmic rays: no candidate within NEAR_UNUSABLE px of an unusable pixel
-    near = np.zeros(iy.size, dtype=bool)
-    for dy in range(-NEAR_UNUSABLE, NEAR_UNUSABLE + 1):
-        for dx in range(-NEAR_UNUSABLE, NEAR_UNUSABLE + 1):
-            near |= unusable[np.clip(iy + dy, 0, ny - 1), np.clip(ix + dx, 0, nx - 1)]
-    iy, ix = iy[~near], ix[~near]
-    if iy.size == 0:
+    flat_image, flat_var, flat_unusable = image.ravel(), variance.ravel(), unusable.ravel()
+    # candidates: pixels min_sigma above the noise; a cheap cut at the smallest noise comes first
+    positive_var = flat_var[flat_var > 0]
+    floor = min_sigma * np.sqrt(positive_var.min()) if positive_var.size else 0.0
+    idx = np.flatnonzero(flat_image > floor)
+    centre = flat_image[idx].astype(np.float64)
+    var_c = flat_var[idx].astype(np.float64)
+    keep = (centre * centre > min_sigma**2 * var_c) & ~flat_unusable[idx]
+    iy, ix = np.divmod(idx, nx)
+    keep &= (iy > 0) & (iy < ny - 1) & (ix > 0) & (ix < nx - 1)
+    if unusable.any():
+        # the edges of saturated cores and bleed trails (and of other unusable pixels) are sharp but
+        # not cosmic rays: no candidate within NEAR_UNUSABLE px of an unusable pixel
+        near = ndimage.maximum_filter(unusable.view(np.uint8), size=2 * NEAR_UNUSABLE + 1, mode="nearest")
+        keep &= near.ravel()[idx] == 0
+    idx, iy, ix, centre, var_c = idx[keep], iy[keep], ix[keep], centre[keep], var_c[keep]
+    if idx.size == 0:
         return np.zeros((ny, nx), dtype=bool)
-    centre = image[iy, ix].astype(np.float64)
-    s_c = np.sqrt(np.maximum(variance[iy, ix], 0))
-    hit = np.zeros(iy.size, dtype=bool)
+    s_c = np.sqrt(var_c)
+    hit = np.zeros(idx.size, dtype=bool)
     for (dy, dx), r in zip(_DIRECTIONS, ratios):
-        a = (iy + dy, ix + dx)
-        b = (iy - dy, ix - dx)
-        usable = ~unusable[a] & ~unusable[b]
-        mean = 0.5 * (image[a] + image[b])
-        s_m = 0.5 * np.sqrt(variance[a] + variance[b])
+        a, b = idx + (dy * nx + dx), idx - (dy * nx + dx)
+        usable = ~flat_unusable[a] & ~flat_unusable[b]
+        mean = 0.5 * (flat_image[a].astype(np.float64) + flat_image[b])
+        s_m = 0.5 * np.sqrt(flat_var[a].astype(np.float64) + flat_var[b])
         hit |= usable & ((centre - margin * s_c) * r > mean + margin * s_m)
     crs = np.zeros((ny, nx), dtype=bool)
     # grow the hits by one pixel (3x3), directly at the few hit positions

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from skydp import ids, tables
-from skydp.exposure import Exposure
+from skydp.exposure import Exposure, Mask
 from skydp.pipeline.aperture_correction import fit_aperture_correction
 from skydp.pipeline.apertures import ApertureSummer, local_background
 from skydp.pipeline.background import Background, estimate_background, masked_mesh_mean
@@ -64,11 +64,11 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
 
     # bad input: NaN pixels -> NO_DATA, non-positive or non-finite variance -> BAD
     nodata = ~np.isfinite(exp.image)
-    mask.set("NO_DATA", mask.get("NO_DATA") | nodata)
+    _set_plane(mask, "NO_DATA", nodata)
     exp.image[nodata] = 0.0
     if exp.variance is not None:
         bad_var = ~np.isfinite(exp.variance) | (exp.variance <= 0)
-        mask.set("BAD", mask.get("BAD") | (bad_var & ~nodata))
+        _set_plane(mask, "BAD", bad_var & ~nodata)
     unusable = (mask.array & mask.bitmask(*UNUSABLE_PLANES)) != 0
 
     # 1. background (first pass: sep's clipping only; refined after detection)
@@ -106,21 +106,20 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     crs = find_cosmic_rays(exp.image, var_work, unusable, ratios,
                            config.cr_min_sigma, config.cr_sharpness_margin)
     if crs.any():
-        mask.set("CR", mask.get("CR") | crs)
+        _set_plane(mask, "CR", crs)
         interpolate_over(exp.image, crs, unusable)
-        mask.set("INTRP", mask.get("INTRP") | crs)
+        _set_plane(mask, "INTRP", crs)
 
     # 4-5. detection and deblending
     edge = len(gaussian_kernel_1d(sigma)) // 2
-    edge_mask = np.zeros((ny, nx), dtype=bool)
-    edge_mask[:edge, :] = edge_mask[-edge:, :] = edge_mask[:, :edge] = edge_mask[:, -edge:] = True
-    mask.set("EDGE", mask.get("EDGE") | edge_mask)
-    del edge_mask
+    edge_bit = np.int32(mask.bitmask("EDGE"))
+    for border in (mask.array[:edge, :], mask.array[-edge:, :], mask.array[:, :edge], mask.array[:, -edge:]):
+        border |= edge_bit
     snr = snr_image(exp.image, var_work, sigma)
     found = detect(snr, config.threshold, config.min_area, config.grow_sigma * sigma,
                    config.deblend, config.deblend_nthresh, config.deblend_cont)
     del snr
-    mask.set("DETECTED", mask.get("DETECTED") | (found.segmap > 0))
+    _set_plane(mask, "DETECTED", found.segmap > 0)
 
     # 1 (again). background re-estimated with the detected footprints, widened to cover the PSF
     # wings of bright sources, masked
@@ -156,6 +155,12 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
                               else float("nan"), n_psf_star)
     return SingleVisitResult(exposure=exp, background=background, sources=sources, footprints=footprints,
                              ccd_visit=ccd_visit)
+
+
+def _set_plane(mask: Mask, name: str, where: np.ndarray) -> None:
+    """OR mask plane ``name`` (already added) in where ``where``: one pass over the image, unlike
+    Mask.set's boolean indexing, which is slow on dense planes."""
+    np.bitwise_or(mask.array, np.int32(mask.bitmask(name)), out=mask.array, where=where)
 
 
 def _check_input(exposure: Exposure) -> None:
