@@ -51,20 +51,24 @@ _OFFSETS = np.arange(-_HALF + 1, _HALF + 1)  # -2 .. 3
 KERNELS = ("lanczos3",)
 
 
+def _lanczos3_exact(frac: np.ndarray) -> np.ndarray:
+    """Normalised Lanczos-3 weights (N, 6) of the taps floor(t) - 2 ... floor(t) + 3 for phases frac in [0, 1]."""
+    t = np.asarray(frac, dtype=np.float64)[:, None] - _OFFSETS
+    w = np.sinc(t) * np.sinc(t / _HALF)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+_LUT_PHASES = 4096  # phase step 1/4096 px: position error < 1.3e-4 px, far below the 0.01 px budget
+_LUT = _lanczos3_exact(np.arange(_LUT_PHASES + 1) / _LUT_PHASES).astype(np.float32)
+
+
 def lanczos3_weights(frac: np.ndarray) -> np.ndarray:
-    """Normalised Lanczos-3 weights (..., 6) of the taps floor(t) - 2 ... floor(t) + 3 for phase frac in [0, 1)."""
-    frac = np.asarray(frac, dtype=np.float32)
-    t = frac[..., None] - _OFFSETS.astype(np.float32)  # distance to each tap
-    # sin(pi (f - k)) = (-1)^k sin(pi f); sin(pi (f - k) / 3) by angle addition: two sines per pixel, not twelve
-    s1 = np.sin(np.float32(np.pi) * frac)[..., None] * np.where(_OFFSETS % 2 == 0, 1, -1).astype(np.float32)
-    phase = np.float32(np.pi / 3) * frac
-    s3 = (np.sin(phase)[..., None] * np.cos(np.pi * _OFFSETS / 3).astype(np.float32)
-          - np.cos(phase)[..., None] * np.sin(np.pi * _OFFSETS / 3).astype(np.float32))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.float32(3 / np.pi**2) * s1 * s3 / (t * t)
-    w = np.where(np.abs(t) < 1e-6, np.float32(1.0), w)
-    w /= w.sum(axis=-1, keepdims=True)
-    return w
+    """Normalised Lanczos-3 weights (..., 6) of the taps floor(t) - 2 ... floor(t) + 3 for phase frac in [0, 1).
+
+    Looked up in a table of 4096 phases (nearest): evaluating sinc on every pixel costs ~10x more.
+    """
+    index = (np.asarray(frac, dtype=np.float32) * np.float32(_LUT_PHASES) + np.float32(0.5)).astype(np.intp)
+    return _LUT[np.clip(index, 0, _LUT_PHASES)]
 
 
 def covariance_factor(n_phases: int = 64) -> float:
@@ -73,7 +77,7 @@ def covariance_factor(n_phases: int = 64) -> float:
     For white input noise this is the ratio between the variance of a sum over a large area of warped
     pixels and the sum of their per-pixel variances (which is what the variance plane holds).
     """
-    w = lanczos3_weights((np.arange(n_phases) + 0.5) / n_phases).astype(np.float64)
+    w = _lanczos3_exact((np.arange(n_phases) + 0.5) / n_phases)
     per_axis = 1.0 / np.sum(w**2, axis=1)  # (sum w)^2 = 1
     return float(np.mean(per_axis) ** 2)
 
@@ -165,14 +169,14 @@ def _two_pass(planes: list[tuple[np.ndarray, int]], u: np.ndarray, v: np.ndarray
     # disjoint by an offset per column (v is monotone along a steep column)
     span = float(np.nanmax(v) - np.nanmin(v)) + 2 * width + 10
     offset = np.arange(n_cols) * span
-    v_flat = (v.T + offset[:, None]).ravel()
+    v_flat = np.ascontiguousarray(v.T + offset[:, None]).ravel()
+    u_flat = np.ascontiguousarray(u.T).ravel()
     q = (rows + offset[:, None]).ravel()
-    col = np.repeat(np.arange(n_cols), width)
-    idx = np.clip(np.searchsorted(v_flat, q) - col * v.shape[0], 1, v.shape[0] - 1)  # linear extrapolation at the ends
-    va, vb = v.T[col, idx - 1], v.T[col, idx]
-    ua, ub = u.T[col, idx - 1], u.T[col, idx]
-    t = (rows.ravel() - va) / (vb - va)
-    u_cross = (ua + t * (ub - ua)).reshape(n_cols, width)
+    first = np.repeat(np.arange(n_cols) * v.shape[0], width)  # flat index of each column's first sample
+    g = np.clip(np.searchsorted(v_flat, q), first + 1, first + v.shape[0] - 1)  # linear extrapolation at the ends
+    va, vb = v_flat[g - 1], v_flat[g]
+    ua, ub = u_flat[g - 1], u_flat[g]
+    u_cross = (ua + (q - va) / (vb - va) * (ub - ua)).reshape(n_cols, width)
     # pass 1: along source rows
     iu = np.floor(u_cross)
     w1 = lanczos3_weights(u_cross - iu)
