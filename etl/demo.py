@@ -44,6 +44,18 @@ SAMPLE_QUERIES = (
                count(*) AS nSource, any_value(visit_image_path) AS visit_image
         FROM SourceImage WHERE NOT sky_source
         GROUP BY visit, detector, band, seeing, magLim ORDER BY visit, detector"""),
+    ("Deep Objects: the brightest primary point sources and their colours from the coadds",
+     """SELECT objectId, refBand, round(coord_ra, 6) AS ra, round(coord_dec, 6) AS dec,
+               round(ab_mag(r_psfFlux), 3) AS r, round(ab_mag(g_psfFlux) - ab_mag(r_psfFlux), 3) AS g_r,
+               round(ab_mag(r_psfFlux) - ab_mag(i_psfFlux), 3) AS r_i, r_inputCount
+        FROM Object WHERE detect_isPrimary AND refExtendedness = 0 AND r_psfFlux > 0
+        ORDER BY r_psfFlux DESC LIMIT 8"""),
+    ("Time domain: the most variable DiaObjects (r-band chi2) and their forced light-curve length",
+     """SELECT o.diaObjectId, o.nDiaSources, round(o.r_psfFluxMean, 1) AS r_meanDiffFlux,
+               round(o.r_psfFluxChi2, 1) AS r_chi2, round(o.r_psfFluxStetsonJ, 2) AS r_stetsonJ,
+               count(f.visit) AS nForced
+        FROM DiaObject o LEFT JOIN ForcedSourceOnDiaObject f USING (diaObjectId)
+        GROUP BY ALL ORDER BY o.r_psfFluxChi2 DESC NULLS LAST LIMIT 8"""),
 )
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from skydp import tables
 from skydp.etl.registry import Dataset
+from skydp.exposure import Exposure
+from skydp.ids import N_PATCHES
 
 # The low 3 bits of imageId say which kind of image it is; the rest is the packed data id
 # (ccdVisitId for per-detector images), so ids never collide across dataset types.
@@ -52,6 +55,45 @@ def visit_image_row(image: Dataset, ccd_visit: dict[str, Any], instrument: str) 
     }
     if row["t_min"] is not None and row["t_exptime"] is not None:
         row["t_max"] = row["t_min"] + row["t_exptime"] / 86400.0
+    row["s_region"] = s_region(row)
+    return row
+
+
+def footprint(exposure: Exposure) -> dict[str, Any]:
+    """Where an image lies and how it is sampled, as ImageMetadata columns (kept in its registry row)."""
+    ra, dec = exposure.corners()
+    ny, nx = exposure.shape
+    centre_ra, centre_dec = exposure.pixel_to_sky(np.array([exposure.xy0[0] + (nx - 1) / 2]),
+                                                  np.array([exposure.xy0[1] + (ny - 1) / 2]))
+    row = {"s_ra": float(centre_ra[0]), "s_dec": float(centre_dec[0]), "s_pixel_scale": float(exposure.pixel_scale()),
+           "s_xel1": nx, "s_xel2": ny}
+    for k, corner in enumerate(CORNERS):
+        row[f"{corner}ra"], row[f"{corner}dec"] = float(ra[k]), float(dec[k])
+    return row
+
+
+BAND_INDEX = {b: i for i, b in enumerate("ugrizy")}
+
+
+def derived_image_row(image: Dataset, meta: dict[str, Any]) -> dict[str, Any]:
+    """The row of a coadd or difference image from the footprint and times its stage recorded."""
+    dataset_type, data_id = image.dataset_type, image.data_id
+    if "tract" in data_id:  # a coadd: one per tract, patch and band
+        packed = (data_id["tract"] * N_PATCHES + data_id["patch"]) * 8 + BAND_INDEX[data_id["band"]]
+    else:
+        packed = meta["ccdVisitId"]
+    row = {
+        "imageId": image_id(dataset_type, packed),
+        "dataset_type": dataset_type,
+        "dataproduct_type": "image",
+        "calib_level": CALIB_LEVEL[dataset_type],
+        "path": image.path,
+        "sha256": image.sha256,
+        "created_by_run": None if image.run_id is None else str(image.run_id),
+        **{k: data_id.get(k, meta.get(k)) for k in ("visit", "detector", "tract", "patch")},
+        **{k: meta.get(k) for k in ("band", "instrument_name", "physical_filter", "t_min", "t_max", "t_exptime")},
+        **meta["footprint"],
+    }
     row["s_region"] = s_region(row)
     return row
 

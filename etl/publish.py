@@ -18,20 +18,29 @@ import pyarrow.parquet as pq
 
 from skydp import tables
 from skydp.etl.faults import checkpoint
-from skydp.etl.image_metadata import image_metadata_table, visit_image_row
+from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
+from skydp.etl.coadds import DEEP_TYPE, TEMPLATE_TYPE
+from skydp.etl.differencing import DIFFERENCE_TYPE
+from skydp.etl.forced import FORCED_DIA_TYPE, FORCED_TYPE
+from skydp.etl.image_metadata import derived_image_row, image_metadata_table, visit_image_row
 from skydp.etl.ingest import INPUT_TYPE
+from skydp.etl.objects import OBJECT_TYPE
+from skydp.etl.registry import Dataset
 from skydp.etl.repository import Repository
 from skydp.etl.snapshots import make_snapshot, prune_snapshots
 from skydp.etl.single_visit import SOURCE_TYPE, VISIT_IMAGE_TYPE
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.etl.visit_tables import ccd_visit_table, visit_table
+from skydp.objects import match_sources_to_objects
 from skydp.store import build_database, write_hats
 
 PUBLISH_TYPE = "published_tables"
 DATABASE_TYPE = "catalog_database"
 PLAIN_TABLES = ("Visit", "CcdVisit", "ImageMetadata")
-# per-detector fragment dataset type -> HATS table it feeds
-FRAGMENTS = {SOURCE_TYPE: "Source"}
+# fragment dataset type -> HATS table it feeds
+FRAGMENTS = {SOURCE_TYPE: "Source", OBJECT_TYPE: "Object", FORCED_TYPE: "ForcedSource",
+             DIA_SOURCE_TYPE: "DiaSource", FORCED_DIA_TYPE: "ForcedSourceOnDiaObject"}
+DERIVED_IMAGES = (DEEP_TYPE, TEMPLATE_TYPE, DIFFERENCE_TYPE)
 TIMESTAMP_COLUMNS = ("expMidpt", "obsStart")
 
 
@@ -41,7 +50,33 @@ def _fragments_unit(repo: Repository, types: tuple[str, ...]) -> list[Unit]:
 
 
 def plan_publish(repo: Repository) -> list[Unit]:
-    return _fragments_unit(repo, (*FRAGMENTS, VISIT_IMAGE_TYPE))
+    unit = _fragments_unit(repo, (*FRAGMENTS, VISIT_IMAGE_TYPE, *DERIVED_IMAGES))[0]
+    state = latest_dia_objects(repo)
+    if state is None:
+        return [unit]
+    return [Unit(unit.data_id, unit.inputs + (state.path,), unit.checksums + (state.sha256,))]
+
+
+def latest_dia_objects(repo: Repository) -> Dataset | None:
+    """The DiaObject table after the last associated visit."""
+    states = repo.registry.find(DIA_OBJECT_STATE_TYPE, status="ok")
+    return max(states, key=lambda d: d.data_id["visit"]) if states else None
+
+
+def _catalog_tables(root: Path, repo: Repository) -> dict[str, pa.Table]:
+    """Every HATS table from its fragments; Source.objectId from the nearest primary Object."""
+    out = {}
+    for dataset_type, table_name in FRAGMENTS.items():
+        parts = [pq.read_table(root / d.path) for d in repo.registry.find(dataset_type, status="ok")]
+        out[table_name] = pa.concat_tables(parts) if parts else tables.empty_table(table_name)
+    state = latest_dia_objects(repo)
+    out["DiaObject"] = pq.read_table(root / state.path) if state else tables.empty_table("DiaObject")
+    if out["Object"].num_rows and out["Source"].num_rows:
+        object_ids = match_sources_to_objects(out["Source"], out["Object"])
+        source = out["Source"]
+        column = pa.array(object_ids, type=source.schema.field("objectId").type, mask=object_ids <= 0)
+        out["Source"] = source.set_column(source.schema.get_field_index("objectId"), "objectId", column)
+    return out
 
 
 def _ccd_summary(meta: dict) -> dict:
@@ -56,9 +91,7 @@ def task_publish(root: Path, unit: Unit) -> TaskResult:
     start = time.perf_counter()
     repo = Repository(root)
     registry = repo.registry
-    for dataset_type, table_name in FRAGMENTS.items():
-        parts = [pq.read_table(root / d.path) for d in registry.find(dataset_type, status="ok")]
-        table = pa.concat_tables(parts) if parts else tables.empty_table(table_name)
+    for table_name, table in _catalog_tables(root, repo).items():
         write_hats(table_name, table, root / "hats")
         checkpoint("publish:hats-written")
 
@@ -71,6 +104,7 @@ def task_publish(root: Path, unit: Unit) -> TaskResult:
     images = [visit_image_row(d, by_ccd[(d.data_id["visit"], d.data_id["detector"])], instrument[d.data_id["visit"]])
               for d in registry.find(VISIT_IMAGE_TYPE, status="ok")
               if (d.data_id["visit"], d.data_id["detector"]) in by_ccd]
+    images += [derived_image_row(d, d.meta) for t in DERIVED_IMAGES for d in registry.find(t, status="ok")]
     plain = {"Visit": visit_table(summaries, pointing), "CcdVisit": ccd_visit_table(summaries),
              "ImageMetadata": image_metadata_table(images)}
     outputs = []

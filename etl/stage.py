@@ -20,15 +20,23 @@ from skydp.etl.repository import Repository
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of work: a data id, the inputs it reads, and their checksums."""
+    """One piece of work: a data id, the inputs it reads, and their checksums.
+
+    ``params`` carries what the plan decided from the registry (a template's visits, the objects a
+    detector covers) so that the task need not query it; it is part of the fingerprint.
+    """
 
     data_id: dict[str, Any]
     inputs: tuple[str, ...]  # repository-relative paths
     checksums: tuple[str, ...]
     day_obs: int | None = None  # the night it belongs to, for `skydp run --since`
+    params: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, stage_version: str) -> str:
-        payload = json.dumps([stage_version, self.data_id, list(self.checksums)], sort_keys=True)
+        items: list[Any] = [stage_version, self.data_id, list(self.checksums)]
+        if self.params:
+            items.append(self.params)
+        payload = json.dumps(items, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

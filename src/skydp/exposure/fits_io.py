@@ -9,6 +9,7 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -216,14 +217,16 @@ def _hdulist(exposure: Exposure) -> fits.HDUList:
     return fits.HDUList(hdus)
 
 
-def write_exposure(exposure: Exposure, path: str | os.PathLike) -> None:
+def write_exposure(exposure: Exposure, path: str | os.PathLike, extra_hdus: Sequence[fits.ImageHDU] = ()) -> None:
     """Write the visit-image contract atomically: a temporary file in the target directory is
     fsync'ed and renamed over ``path``, so a crash never leaves a partial file there.
 
+    ``extra_hdus`` (named) follow the contract's HDUs; readers of the contract ignore them.
     Output is deterministic (no dates or checksums): the same exposure gives identical bytes.
     """
     target = Path(path)
     hdul = _hdulist(exposure)
+    hdul.extend(extra_hdus)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
