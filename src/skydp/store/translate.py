@@ -251,7 +251,7 @@ def _replace_table_macros(tree: exp.Expression) -> exp.Expression:
 def _spark_fixes(tree: exp.Expression) -> exp.Expression:
     """DuckDB semantics the Spark dialect does not map by itself: fmod -> % (Java's floating
     remainder is C fmod), and decimal literals -> DOUBLE (Spark would do DECIMAL arithmetic,
-    e.g. 1.0/3600 rounded to 6 places; DuckDB divides in double), log10."""
+    e.g. 1.0/3600 rounded to 6 places; DuckDB divides in double), log10, list indexing."""
     def repl(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Anonymous) and node.name.lower() == "fmod" and len(node.expressions) == 2:
             return exp.paren(exp.Mod(this=node.expressions[0], expression=node.expressions[1]), copy=False)
@@ -260,6 +260,10 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
             return exp.cast(exp.Literal.string(node.this), "DOUBLE")
         if isinstance(node, exp.Log) and _constant(node.this) == 10.0 and node.expression is not None:
             return exp.Anonymous(this="log10", expressions=[node.expression])  # Spark's log(b, x) is ln x / ln b
+        if (isinstance(node, exp.Bracket) and len(node.expressions) == 1
+                and not (isinstance(node.expressions[0], exp.Literal) and node.expressions[0].is_string)):
+            # DuckDB's list[i] counts from 1 like Spark's element_at; Spark's [i] counts from 0
+            return exp.Anonymous(this="element_at", expressions=[node.this, node.expressions[0]])
         return node
 
     return tree.transform(repl, copy=False)
