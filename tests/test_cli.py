@@ -26,18 +26,6 @@ def test_every_subcommand_has_a_help_text(command: str) -> None:
     assert sub.choices[command].description, command
 
 
-def test_command_not_built_yet_says_so_in_one_line(capsys) -> None:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    pending = [c for c, p in sub.choices.items() if getattr(p.get_default("func"), "__name__", "") == "run"]
-    for command in pending:
-        argv = {"diff": ["diff", "a.fits", "b.fits"], "cone": ["cone", "r", "T", "1", "2", "3"],
-                "sql": ["sql", "r", "select 1"], "export": ["export", "r", "o"], "demo": ["demo"]}.get(command, [command, "x"])
-        assert main(argv) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "not built yet" in err[0] and "Traceback" not in err[0]
-
-
 @pytest.fixture
 def small_repo(tmp_path):
     """A repository whose Source catalog holds 500 synthetic rows around (10, -5)."""

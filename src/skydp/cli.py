@@ -20,17 +20,6 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-class NotBuiltError(RuntimeError):
-    """A subcommand whose implementation has not landed yet."""
-
-
-def _not_built(issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"`skydp {args.command}` is not built yet (issue {issue})")
-
-    return run
-
-
 def _cmd_init(args: argparse.Namespace) -> int:
     from skydp.etl.repository import Repository
 
@@ -88,6 +77,21 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     pq.write_table(result.sources, args.output)
     n_sky = sum(result.sources.column("sky_source").to_pylist())
     print(f"{args.image}: {result.sources.num_rows - n_sky} sources (+{n_sky} sky sources) -> {args.output}")
+    return 0
+
+
+def _cmd_forced(args: argparse.Namespace) -> int:
+    from skydp.forced.command import run_forced_cli
+
+    status = run_forced_cli(args.image, args.radec, args.output)
+    print(f"{args.image}: forced PSF photometry at the positions of {args.radec} -> {args.output}")
+    return status
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from skydp.diffim.command import run_diff_cli
+
+    print(run_diff_cli(args.science, args.template, args.output, dia_sources=args.dia_sources))
     return 0
 
 
@@ -235,12 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-area", type=int, default=1, help="minimum pixels above threshold")
     p.add_argument("--no-deblend", action="store_true", help="do not split blended footprints")
 
-    p = add("forced", "forced PSF photometry at given sky positions on one image", _not_built(8))
-    p.add_argument("image", type=Path)
+    p = add("forced", "forced PSF photometry at given sky positions on one image", _cmd_forced)
+    p.add_argument("image", type=Path, help="any exposure FITS (visit image, coadd, alert cutout, plain image with a WCS)")
+    p.add_argument("--radec", type=Path, required=True, help="CSV with columns ra, dec (degrees) and optionally id")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output Parquet file (rows in CSV order)")
 
-    p = add("diff", "PSF-matched difference of a science image and a template", _not_built(8))
-    p.add_argument("science", type=Path)
-    p.add_argument("template", type=Path)
+    p = add("diff", "PSF-matched difference of a science image and a template", _cmd_diff)
+    p.add_argument("science", type=Path, help="science exposure FITS with a WCS and variance")
+    p.add_argument("template", type=Path, help="template exposure FITS with a WCS (warped onto the science grid)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="difference image FITS (visit-image contract)")
+    p.add_argument("--dia-sources", type=Path, help="also write the DiaSources detected on it (Parquet)")
 
     p = add("sql", "run a SQL query (DuckDB dialect with skydp's spatial macros) on a repository", _cmd_sql)
     p.add_argument("repo", type=Path)
@@ -270,9 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except NotBuiltError as err:
-        print(f"skydp: {err}", file=sys.stderr)
-        return EXIT_FAILURE
     except (ValueError, OSError) as err:
         if args.debug:
             raise
