@@ -87,28 +87,42 @@ def masked_mesh_mean(image: np.ndarray, masked: np.ndarray, mesh: int, filter_si
 
     ny, nx = image.shape
     by, bx = -(-ny // mesh), -(-nx // mesh)
-    vals = np.zeros((by * mesh, bx * mesh), dtype=np.float32)
-    use = np.zeros((by * mesh, bx * mesh), dtype=bool)
-    vals[:ny, :nx] = image
-    use[:ny, :nx] = ~masked
-    vals = vals.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
-    use = use.reshape(by, mesh, bx, mesh).transpose(0, 2, 1, 3).reshape(by, bx, -1)
-    for _ in range(3):
-        count = use.sum(axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dev = np.where(use, vals, np.float32(0))
-            mean = dev.sum(axis=2, dtype=np.float64) / count
-            dev -= mean.astype(np.float32)[..., None]
-            dev *= use
-            std = np.sqrt(np.einsum("ijk,ijk->ij", dev, dev, dtype=np.float64) / count)
-            use &= np.abs(dev) <= (3 * std).astype(np.float32)[..., None]
-    del dev
-    empty = ~np.isfinite(mean) | (use.sum(axis=2) < 0.05 * mesh * mesh)
+    mean = np.zeros((by, bx))
+    std = np.zeros((by, bx))
+    count = np.zeros((by, bx), dtype=np.int64)
+    # one row of mesh cells at a time: the (bx, mesh*mesh) working set stays in cache
+    vals = np.zeros((mesh, bx * mesh), dtype=np.float32)
+    use = np.zeros((mesh, bx * mesh), dtype=bool)
+    for i in range(by):
+        rows = slice(i * mesh, min((i + 1) * mesh, ny))
+        h = rows.stop - rows.start
+        vals[:h, :nx] = image[rows]
+        use[:h, :nx] = ~masked[rows]
+        use[h:] = False
+        v = vals.reshape(mesh, bx, mesh).transpose(1, 0, 2).reshape(bx, -1)
+        u = use.reshape(mesh, bx, mesh).transpose(1, 0, 2).reshape(bx, -1)
+        mean[i], std[i], count[i] = _clipped_mean(v, u)
+    empty = ~np.isfinite(mean) | (count < 0.05 * mesh * mesh)
     mean[empty] = np.median(mean[~empty]) if (~empty).any() else 0.0
     std[empty] = np.median(std[~empty]) if (~empty).any() else 0.0
     if filter_size > 1:
         mean = median_filter(mean, size=filter_size, mode="nearest")
     return Background(mesh_centres(nx, mesh), mesh_centres(ny, mesh), mean, std, (ny, nx))
+
+
+def _clipped_mean(values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: mean and std of the ``use`` values after three 3-sigma clipping rounds, and their count."""
+    use = use.copy()
+    for _ in range(3):
+        count = use.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = np.where(use, values, np.float32(0))
+            mean = dev.sum(axis=1, dtype=np.float64) / count
+            dev -= mean.astype(np.float32)[:, None]
+            dev *= use
+            std = np.sqrt(np.einsum("ij,ij->i", dev, dev, dtype=np.float64) / count)
+            use &= np.abs(dev) <= (3 * std).astype(np.float32)[:, None]
+    return mean, std, use.sum(axis=1)
 
 
 def mesh_centres(n: int, mesh: int) -> np.ndarray:

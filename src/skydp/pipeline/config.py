@@ -37,6 +37,7 @@ class SingleVisitConfig:
     deblend_nthresh: int = 32
     deblend_cont: float = 0.005
     # 6. measurement
+    centroid_core_sigma: float = 4.0  # half-width, in PSF sigma, of the box the PSF-fit centroid uses
     local_background_radii: tuple[float, float] = (7.0, 15.0)  # in PSF sigma
     extendedness_ratio: float = 0.95
     n_sky_sources: int = 100
@@ -54,6 +55,7 @@ class SingleVisitConfig:
             "background_mesh": self.background_mesh >= 8,
             "initial_psf_fwhm": self.initial_psf_fwhm > 0,
             "local_background_radii": 0 < self.local_background_radii[0] < self.local_background_radii[1],
+            "centroid_core_sigma": self.centroid_core_sigma > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -123,7 +123,7 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
 
     # 1 (again). background re-estimated with the detected footprints, widened to cover the PSF
     # wings of bright sources, masked
-    wings = disk_dilate((found.segmap > 0).view(np.uint8), config.background_mask_grow * sigma).view(bool)
+    wings = _grown_mask(found.segmap > 0, config.background_mask_grow * sigma)
     correction = masked_mesh_mean(exp.image, unusable | wings, config.background_mesh, config.background_filter)
     del wings
     exp.image -= correction.image()
@@ -155,6 +155,26 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
                               else float("nan"), n_psf_star)
     return SingleVisitResult(exposure=exp, background=background, sources=sources, footprints=footprints,
                              ccd_visit=ccd_visit)
+
+
+def _grown_mask(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``mask`` grown by at least ``radius`` px, for masks that only have to cover a region (the
+    PSF wings kept out of the background fit).
+
+    The disk growth runs on 2x2-binned pixels (a binned pixel is set if any of its four is) with
+    the radius widened by the binned pixels' half-diagonals, so the result contains the exact disk
+    growth and exceeds it by at most ~3 px, for a quarter of the work.
+    """
+    ny, nx = mask.shape
+    by, bx = -(-ny // 2), -(-nx // 2)
+    m = mask.view(np.uint8)
+    binned = np.zeros((by, bx), dtype=np.uint8)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            part = m[dy::2, dx::2]
+            np.maximum(binned[:part.shape[0], :part.shape[1]], part, out=binned[:part.shape[0], :part.shape[1]])
+    grown = disk_dilate(binned, (radius + np.sqrt(2.0)) / 2)
+    return np.broadcast_to(grown[:, None, :, None], (by, 2, bx, 2)).reshape(2 * by, 2 * bx)[:ny, :nx].view(bool)
 
 
 def _set_plane(mask: Mask, name: str, where: np.ndarray) -> None:
@@ -258,7 +278,8 @@ def _measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma,
     def psf_at(xa, ya):  # PSF in array coordinates
         return psf.images_at(xa + ox, ya + oy)
 
-    fit = fit_psf(cutter, psf_at, x0, y0, plane, labels, size, np.full(n, fit_centroid))
+    core = min(size, 2 * int(np.ceil(config.centroid_core_sigma * sigma)) + 1)
+    fit = fit_psf(cutter, psf_at, x0, y0, plane, labels, size, np.full(n, fit_centroid), core_size=max(core, 3))
     out: dict[str, np.ndarray] = {"_kind": np.full(n, kind, dtype=np.int8), "x": fit.x, "y": fit.y,
                                   "xErr": fit.x_err, "yErr": fit.y_err, "_xy_cov": fit.xy_cov,
                                   "centroid_flag": fit.centroid_flag, "psfFlux": fit.flux,

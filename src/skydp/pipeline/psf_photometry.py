@@ -41,14 +41,22 @@ class PsfFit:
 
 
 def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, label_plane: str,
-            labels: np.ndarray, size: int, fit_centroid: np.ndarray, n_iter: int = 2) -> PsfFit:
+            labels: np.ndarray, size: int, fit_centroid: np.ndarray, n_iter: int = 2,
+            core_size: int | None = None) -> PsfFit:
     """Fit centroid (where ``fit_centroid``) and PSF flux for sources starting at (x0, y0).
 
     ``cutter`` holds planes 'image', 'variance' (0 at unusable pixels), 'bad' (bool) and the
     footprint label plane ``label_plane``; ``labels[i]`` is source i's label there (pixels of any
     other non-zero label are excluded, i.e. the source is measured on its own deblended pixels).
     ``psf_images_at(x, y)`` returns (N, S, S) PSF stamps in parent coordinates of the same frame.
+    The centroid is fitted on the central ``core_size`` x ``core_size`` box (odd; default the whole
+    stamp): with an unweighted fit, pixels far outside the PSF core add noise but no position
+    information, and they dominate the cost. The flux always uses the whole stamp.
     """
+    core = size if core_size is None else min(int(core_size), size)
+    if core % 2 == 0 or core < 3:
+        raise ValueError(f"fit_psf: core_size must be odd and >= 3, got {core_size}")
+    inner = slice((size - core) // 2, (size - core) // 2 + core)
     x = np.asarray(x0, dtype=np.float64).copy()
     y = np.asarray(y0, dtype=np.float64).copy()
     n = len(x)
@@ -65,14 +73,15 @@ def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, 
             break
         psf = psf_images_at(x[sel], y[sel])
         if dpx is None:
-            dpx = np.zeros((n, size, size), dtype=np.float32)
-            dpy = np.zeros((n, size, size), dtype=np.float32)
+            dpx = np.zeros((n, core, core), dtype=np.float32)
+            dpy = np.zeros((n, core, core), dtype=np.float32)
         cx, cy = round_half_up(x[sel]), round_half_up(y[sel])
         moved = (cx != grad_cx[sel]) | (cy != grad_cy[sel])
-        dpx[sel[moved]], dpy[sel[moved]] = _gradients(psf[moved])
+        gx, gy = _gradients(psf[moved])  # on the whole stamp (periodic), then cut to the core
+        dpx[sel[moved]], dpy[sel[moved]] = gx[:, inner, inner], gy[:, inner, inner]
         grad_cx[sel], grad_cy[sel] = cx, cy
-        data, var, good = measurement_stamps(cutter, x[sel], y[sel], label_plane, labels[sel], size)
-        shift, shift_cov, ok = _solve_shift(psf, dpx[sel], dpy[sel], data, var, good)
+        data, var, good = measurement_stamps(cutter, x[sel], y[sel], label_plane, labels[sel], core)
+        shift, shift_cov, ok = _solve_shift(psf[:, inner, inner], dpx[sel], dpy[sel], data, var, good)
         new_x = x[sel] + shift[:, 0]
         new_y = y[sel] + shift[:, 1]
         far = np.hypot(new_x - x0[sel], new_y - y0[sel]) > MAX_CENTROID_SHIFT
