@@ -240,7 +240,8 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     per_label = {}  # plane -> (footprint area, OR of the flag bits) per label, index 0 = no label
     for plane, segmap in label_maps.items():
         n_labels = int(segmap.max()) if segmap.size else 0
-        per_label[plane] = (np.bincount(segmap.ravel(), minlength=n_labels + 1),
+        flat = segmap.ravel()
+        per_label[plane] = (np.bincount(flat[flat != 0], minlength=n_labels + 1),  # index 0 unused
                             np.r_[0, footprint_mask_bits(exp.mask.array, segmap, n_labels, bits)])
     summer = ApertureSummer(exp.image, var_work, found.segmap > 0)
     parts = [_measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)

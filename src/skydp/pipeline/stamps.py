@@ -19,7 +19,13 @@ class StampCutter:
 
     def add(self, name: str, plane: np.ndarray, fill: float | int = 0) -> None:
         """Register a plane under ``name`` (a padded copy is kept)."""
-        self._planes[name] = np.pad(plane, self.pad, mode="constant", constant_values=fill)
+        p = self.pad
+        padded = np.empty((plane.shape[0] + 2 * p, plane.shape[1] + 2 * p), dtype=plane.dtype)
+        if p:  # frame and interior written separately: about twice as fast as np.pad
+            padded[:p] = padded[-p:] = fill
+            padded[:, :p] = padded[:, -p:] = fill
+        padded[p:padded.shape[0] - p, p:padded.shape[1] - p] = plane
+        self._planes[name] = padded
 
     def cut(self, name: str, cx: np.ndarray, cy: np.ndarray, size: int) -> np.ndarray:
         """(N, size, size) stamps of plane ``name`` centred on integer array pixels (cx, cy)."""
