@@ -106,13 +106,24 @@ def local_background(cutter: StampCutter, x: np.ndarray, y: np.ndarray,
     cx, cy = round_half_up(x), round_half_up(y)
     values = cutter.gather("image", cx, cy, dx, dy)
     ok = ~cutter.gather("bad", cx, cy, dx, dy)
+    n = len(values)
+    mean, std = np.full(n, np.nan), np.full(n, np.nan)
+    rows = np.arange(n)  # rows whose clipping may still change
     for iteration in range(CLIP_ITERATIONS + 1):
-        count = ok.sum(axis=1)
+        v, o = (values, ok) if rows.size == n else (values[rows], ok[rows])
+        count = o.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.einsum("nk,nk->n", values, ok, dtype=np.float64) / count
-            dev = values - mean[:, None].astype(values.dtype)
-            dev *= ok
-            std = np.sqrt(np.einsum("nk,nk->n", dev, dev, dtype=np.float64) / (count - 1))
-            if iteration < CLIP_ITERATIONS:
-                ok &= np.abs(dev) <= (CLIP_SIGMA * std)[:, None]
+            m = np.einsum("nk,nk->n", v, o, dtype=np.float64) / count
+            dev = v - m[:, None].astype(v.dtype)
+            dev *= o
+            s = np.sqrt(np.einsum("nk,nk->n", dev, dev, dtype=np.float64) / (count - 1))
+            mean[rows], std[rows] = m, s
+            if iteration == CLIP_ITERATIONS:
+                break
+            clipped = o & (np.abs(dev) <= (CLIP_SIGMA * s)[:, None])
+        changed = np.any(clipped != o, axis=1)  # unchanged rows keep their mean and std
+        ok[rows[changed]] = clipped[changed]
+        rows = rows[changed]
+        if rows.size == 0:
+            break
     return mean, std
