@@ -70,6 +70,7 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
         bad_var = ~np.isfinite(exp.variance) | (exp.variance <= 0)
         _set_plane(mask, "BAD", bad_var & ~nodata)
     unusable = (mask.array & mask.bitmask(*UNUSABLE_PLANES)) != 0
+    any_unusable = bool(unusable.any())
 
     # 1. background (first pass: sep's clipping only; refined after detection)
     background = estimate_background(exp.image, unusable, config.background_mesh, config.background_filter)
@@ -77,8 +78,10 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
         exp.variance = np.maximum(background.rms_image(), 0) ** 2
         exp.info.warnings.append("variance estimated from the background RMS map (no VARIANCE plane)")
     exp.image -= background.image()
-    var_work = np.where(unusable, 0.0, exp.variance).astype(np.float32)
-    exp.image[unusable] = 0.0
+    var_work = exp.variance.astype(np.float32)  # a copy: zero at unusable pixels
+    if any_unusable:
+        var_work[unusable] = 0.0
+        exp.image[unusable] = 0.0
 
     # 2. PSF
     n_psf_star = None
@@ -127,7 +130,8 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     correction = masked_mesh_mean(exp.image, unusable | wings, config.background_mesh, config.background_filter)
     del wings
     exp.image -= correction.image()
-    exp.image[unusable] = 0.0
+    if any_unusable:
+        exp.image[unusable] = 0.0
     background = background.plus(correction)
 
     # 6-8. measurement, aperture correction, ids
