@@ -124,3 +124,34 @@ def test_duckdb_shell_opens_database(repo):
     expected = int((SkyCoord(ra, dec, unit="deg").separation(SkyCoord(120, 10, unit="deg")).deg <= 5).sum())
     assert out == [str(expected), str(expected),
                    str(hp.ang2pix(1 << 29, 120.0, 10.0, nest=True, lonlat=True))]
+
+
+@pytest.mark.parametrize("radius", [1 / 3600, 0.5, 5.0])
+def test_xmatch_rows_near_poles_and_across_ra_zero(tmp_path, radius):
+    """Nearest neighbour within radius, against astropy, where the RA buckets are widest or wrap:
+    both caps, the pole itself and RA 0/360."""
+    from astropy.coordinates import SkyCoord
+    build_database(tmp_path)  # no catalogs: the macros only
+    rng = np.random.default_rng(int(radius * 3600))
+
+    def field(n):
+        dec = np.concatenate([rng.uniform(80, 90, n // 3), rng.uniform(-90, -80, n // 3),
+                              rng.uniform(-10, 10, n - 2 * (n // 3))])
+        ra = np.where(np.abs(dec) < 80, rng.uniform(-5, 5, n) % 360, rng.uniform(0, 360, n))
+        return ra, dec
+
+    r_ra, r_dec = field(3000)
+    r_ra, r_dec = np.append(r_ra, [0.0, 123.0]), np.append(r_dec, [90.0, -90.0])  # the poles
+    near = rng.choice(len(r_ra), 1000)
+    l_ra = np.concatenate([(r_ra[near] + rng.normal(0, radius / 2, 1000)) % 360, field(1000)[0]])
+    l_dec = np.concatenate([np.clip(r_dec[near] + rng.normal(0, radius / 2, 1000), -90, 90), field(1000)[1]])
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    con.register("l", pa.table({"ra": l_ra, "dec": l_dec}))
+    con.register("r", pa.table({"ra": r_ra, "dec": r_dec}))
+    got = con.sql(f"SELECT * FROM xmatch_rows('l', 'r', {radius!r}) ORDER BY _left_row").fetchnumpy()
+    idx, sep, _ = SkyCoord(l_ra, l_dec, unit="deg").match_to_catalog_sky(SkyCoord(r_ra, r_dec, unit="deg"))
+    ok = sep.deg <= radius
+    assert ok.sum() > 500
+    np.testing.assert_array_equal(got["_left_row"], np.flatnonzero(ok))
+    np.testing.assert_array_equal(got["_right_row"], idx[ok])
+    np.testing.assert_allclose(got["sep"], sep.deg[ok], rtol=1e-9, atol=1e-12)

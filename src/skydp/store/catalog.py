@@ -97,12 +97,14 @@ class Catalog:
         return out
 
     def crossmatch(self, df: pl.DataFrame, radius: float, table: str = "Object",
-                   ra: str = "ra", dec: str = "dec") -> pl.DataFrame:
+                   ra: str = "ra", dec: str = "dec", columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Nearest ``table`` row within ``radius`` degrees of each row of ``df`` (columns ``ra``,
-        ``dec`` in degrees): df's columns plus the matched row's columns prefixed ``match_`` and
-        ``sep_arcsec``; unmatched rows are dropped."""
+        ``dec`` in degrees): df's columns plus the matched row's ``columns`` (default: all) prefixed
+        ``match_`` and ``sep_arcsec``; unmatched rows are dropped.  The SQL xmatch_rows() macro
+        pairs row numbers; only the requested columns are read back."""
         table = _check_table(table, positional_tables())
         radius = _check_radius(radius)
+        select = _check_columns(table, columns)
         for col in (ra, dec):
             if col not in df.columns:
                 raise ValueError(f"df has no column {col!r}")
@@ -114,15 +116,15 @@ class Catalog:
         con = self._con.cursor()
         try:
             con.register("_skydp_left", left.to_arrow())
-            res = pl.from_arrow(con.execute(
-                f"SELECT _left_row, unnest(match), sep * 3600 AS sep_arcsec "
-                f"FROM xmatch('_skydp_left', '{table}', $1) ORDER BY _left_row", [radius]).to_arrow_table())
+            res = pl.from_arrow(con.sql(
+                f"SELECT m._left_row, w.* EXCLUDE (_right_row), m.sep * 3600 AS sep_arcsec "
+                f"FROM xmatch_rows('_skydp_left', '{table}', $1) m "
+                f"JOIN (SELECT row_number() OVER () - 1 AS _right_row, {select} FROM \"{table}\") w "
+                f"USING (_right_row) ORDER BY m._left_row", params=[radius]).to_arrow_table())
         finally:
             con.close()
         res = res.rename({c: f"match_{c}" for c in res.columns if c not in ("_left_row", "sep_arcsec")})
-        return (df.with_row_index("_left_row").with_columns(pl.col("_left_row").cast(pl.Int64))
-                .join(res.with_columns(pl.col("_left_row").cast(pl.Int64)), on="_left_row", how="inner")
-                .drop("_left_row"))
+        return pl.concat([df[res["_left_row"]], res.drop("_left_row")], how="horizontal")
 
     def _image_path(self, dataset_type: str, visit: int, detector: int) -> Path:
         rows = self.sql("SELECT path FROM ImageMetadata WHERE dataset_type = $1 AND visit = $2 AND detector = $3",

@@ -2,7 +2,7 @@
 
 ``translate_to_spark`` expands every scalar macro (ang_sep, in_cone, healpix_nest, ab_mag, ...)
 from the definitions in sql/*.sql themselves, so Spark computes exactly the DuckDB formulas, and
-rewrites the table macros ``cone(...)`` and ``xmatch(...)`` (which rely on DuckDB-only features:
+rewrites the table macros ``cone(...)``, ``xmatch(...)`` and ``xmatch_rows(...)`` (which rely on DuckDB-only features:
 query_table, COLUMNS(lambda), unnest) into plain Spark subqueries.  When a cone's centre and radius
 are numeric constants, it is pruned on Spark too: the HEALPix pixels covering the cone (healpy
 query_disc, inclusive) become a filter on the Norder/Npix partition columns and on ``_healpix_29``
@@ -201,38 +201,55 @@ def _cone_sql(args: list[exp.Expression]) -> str:
     return f"SELECT {cols} FROM {_quote(table)} WHERE {where}"
 
 
-def _xmatch_sql(args: list[exp.Expression]) -> str:
-    """Spark form of xmatch(left, right, radius): the same zone join as sql/20_spatial.sql.
-    _left_row numbers the left rows in Spark's scan order (monotonically_increasing_id), which
-    equals DuckDB's only when both read the left table in the same order (e.g. one file)."""
+def _scan_numbered(table: str, columns: str) -> str:
+    """The rows of ``table`` numbered from 0 in Spark's scan order (monotonically_increasing_id)."""
+    return (f"SELECT row_number() OVER (ORDER BY monotonically_increasing_id()) - 1 AS _row, {columns} "
+            f"FROM {_quote(table)}")
+
+
+def _xmatch_rows_sql(args: list[exp.Expression], macro: str = "xmatch_rows") -> str:
+    """Spark form of xmatch_rows(left, right, radius): the same zone join as sql/20_spatial.sql.
+    Rows are numbered in Spark's scan order, which equals DuckDB's only when both read a table in
+    the same order (e.g. one file)."""
     if len(args) != 3:
-        raise TranslationError("xmatch(left, right, radius) takes 3 arguments")
-    left, right = _table_arg(args[0], "xmatch"), _table_arg(args[1], "xmatch")
+        raise TranslationError(f"{macro}(left, right, radius) takes 3 arguments")
+    left, right = _table_arg(args[0], macro), _table_arg(args[1], macro)
     (lra, ldec), (rra, rdec) = _positions(left), _positions(right)
     r = f"({args[2].sql('duckdb')})"
     return f"""
-    WITH l AS (
-        SELECT row_number() OVER (ORDER BY monotonically_increasing_id()) - 1 AS _left_row,
-               {_quote(lra)} AS _ra, {_quote(ldec)} AS _dec FROM {_quote(left)}),
-    r AS (SELECT struct(*) AS match, {_quote(rra)} AS _ra, {_quote(rdec)} AS _dec FROM {_quote(right)}),
-    rk AS (SELECT *, _xm_zone(_dec, {r}) AS _z,
-                  _xm_bucket(_ra, _xm_nbuckets(_xm_zone(_dec, {r}), {r})) AS _b FROM r),
-    lk AS (
-        SELECT l.*, _xm_zone(l._dec, {r}) + dz AS _z, db
-        FROM l CROSS JOIN (SELECT explode(array(-1, 0, 1)) AS dz) CROSS JOIN (SELECT explode(array(-1, 0, 1)) AS db)),
+    WITH l AS ({_scan_numbered(left, f"{_quote(lra)} AS _ra, {_quote(ldec)} AS _dec")}),
+    r AS ({_scan_numbered(right, f"{_quote(rra)} AS _ra, {_quote(rdec)} AS _dec")}),
+    rz AS (SELECT *, _xm_zone(_dec, {r}) AS _z FROM r),
+    rb AS (SELECT *, _xm_wrap(CAST(floor(_ra * _xm_nbuckets(_z, {r}) / 360) AS BIGINT), _xm_nbuckets(_z, {r})) AS _b
+           FROM rz),
+    lz AS (
+        SELECT *, _xm_halfwidth(abs(_dec), {r}) AS _w,
+               explode(sequence(_xm_zone(_dec - {r}, {r}), _xm_zone(_dec + {r}, {r}))) AS _z
+        FROM l),
+    ln AS (SELECT *, _xm_nbuckets(_z, {r}) AS _n FROM lz),
     lb AS (
-        SELECT *, ((_xm_bucket(_ra, _xm_nbuckets(_z, {r})) + db) % _xm_nbuckets(_z, {r})
-                   + _xm_nbuckets(_z, {r})) % _xm_nbuckets(_z, {r}) AS _b
-        FROM lk),
+        SELECT _row, _ra, _dec, _z,
+               explode(sequence(CAST(floor((_ra - _w) * _n / 360) AS BIGINT),
+                                CAST(floor((_ra + _w) * _n / 360) AS BIGINT))) AS _bucket, _n
+        FROM ln),
     cand AS (
-        SELECT lb._left_row, rk.match, ang_sep(lb._ra, lb._dec, rk._ra, rk._dec) AS sep
-        FROM lb JOIN rk ON rk._z = lb._z AND rk._b = lb._b
-        WHERE rk._dec BETWEEN lb._dec - {r} AND lb._dec + {r})
-    SELECT _left_row, min_by(match, sep) AS match, min(sep) AS sep
+        SELECT lb._row AS _left_row, rb._row AS _right_row, ang_sep(lb._ra, lb._dec, rb._ra, rb._dec) AS sep
+        FROM lb JOIN rb ON rb._z = lb._z AND rb._b = _xm_wrap(lb._bucket, lb._n)
+        WHERE rb._dec BETWEEN lb._dec - {r} AND lb._dec + {r})
+    SELECT _left_row, min_by(_right_row, sep) AS _right_row, min(sep) AS sep
     FROM cand WHERE sep <= {r} GROUP BY _left_row"""
 
 
-_TABLE_MACROS = {"cone": _cone_sql, "xmatch": _xmatch_sql}
+def _xmatch_sql(args: list[exp.Expression]) -> str:
+    """Spark form of xmatch(left, right, radius): xmatch_rows with the right row as a struct."""
+    right = _table_arg(args[1], "xmatch") if len(args) == 3 else ""
+    return f"""
+    SELECT m._left_row, w.match, m.sep
+    FROM ({_xmatch_rows_sql(args, "xmatch")}) m
+    JOIN ({_scan_numbered(right, "struct(*) AS match")}) w ON w._row = m._right_row"""
+
+
+_TABLE_MACROS = {"cone": _cone_sql, "xmatch": _xmatch_sql, "xmatch_rows": _xmatch_rows_sql}
 
 
 def _replace_table_macros(tree: exp.Expression) -> exp.Expression:
