@@ -67,7 +67,9 @@ def _catalog_tables(root: Path, repo: Repository) -> dict[str, pa.Table]:
     """Every HATS table from its fragments; Source.objectId from the nearest primary Object."""
     out = {}
     for dataset_type, table_name in FRAGMENTS.items():
-        parts = [pq.read_table(root / d.path) for d in repo.registry.find(dataset_type, status="ok")]
+        # to_arrow: fragments written before a nullable column was added to schema/ get it as nulls
+        parts = [tables.to_arrow(table_name, pq.read_table(root / d.path))
+                 for d in repo.registry.find(dataset_type, status="ok")]
         out[table_name] = pa.concat_tables(parts) if parts else tables.empty_table(table_name)
     state = latest_dia_objects(repo)
     out["DiaObject"] = pq.read_table(root / state.path) if state else tables.empty_table("DiaObject")
