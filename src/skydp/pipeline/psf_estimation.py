@@ -105,7 +105,8 @@ def _stellar_locus(trace: np.ndarray) -> np.ndarray:
     """Stars: within SIZE_TOLERANCE of the densest size among the smallest sources."""
     ok = np.isfinite(trace) & (trace > 0)
     t = np.where(ok, trace, np.inf)
-    near = np.abs(t[:, None] / t[None, :] - 1) < SIZE_TOLERANCE / 2
+    with np.errstate(invalid="ignore"):  # inf / inf between two unusable sizes: not near
+        near = np.abs(t[:, None] / t[None, :] - 1) < SIZE_TOLERANCE / 2
     density = np.where(ok, near.sum(axis=1), -1)
     # the stellar locus is the densest size clump; among equally dense clumps take the smallest
     best = np.lexsort((t, -density))[0]
