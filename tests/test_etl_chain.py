@@ -61,13 +61,13 @@ def test_bright_sources_are_matched_to_objects(repo: Path) -> None:
 
 
 def test_forced_photometry_of_objects_agrees_with_the_coadd(repo: Path) -> None:
-    """Isolated bright point sources: the median over visits of forced psfFlux matches the Object."""
+    """Bright point sources: the median over visits of forced psfFlux matches the coadd psfFlux."""
     with Catalog(repo) as catalog:
         rows = catalog.sql("""SELECT o.objectId, f.band,
                                      median(f.psfFlux) AS visit_flux,
                                      any_value(CASE f.band WHEN 'g' THEN o.g_psfFlux ELSE o.r_psfFlux END) AS coadd_flux
                               FROM ForcedSource f JOIN Object o USING (objectId)
-                              WHERE o.detect_isPrimary AND o.refExtendedness = 0 AND o.detect_isIsolated
+                              WHERE o.detect_isPrimary AND o.refExtendedness = 0
                                     AND NOT f.psfFlux_flag
                               GROUP BY ALL HAVING count(*) >= 2""")
     ratio = (rows["visit_flux"] / rows["coadd_flux"]).to_numpy()
