@@ -22,9 +22,10 @@ class DiffimConfig:
     kernel_max_size: int = 35
     spatial_kernel_order: int = 1  # polynomial order of the kernel coefficients in x, y
     spatial_background_order: int = 2  # polynomial order of the differential background
-    # kernel stars (LSST: 10 <= S/N <= 500, at most 1000, 128 px cells)
-    star_min_snr: float = 10.0
-    star_max_snr: float = 500.0
+    # kernel stars (LSST: 10 <= S/N <= 500, at most 1000, 128 px cells; fainter stars add more template
+    # noise than signal to the fit, brighter ones are the best constraints while unsaturated)
+    star_min_snr: float = 50.0
+    star_max_snr: float = 3000.0
     max_stars: int = 400
     cell_size: int = 128
     stars_per_cell: int = 2

@@ -34,6 +34,7 @@ from skydp.pipeline.stamps import StampCutter
 
 PIXEL_CLIP_SIGMA = 5.0  # whole-image fallback: residual pixels beyond this are excluded
 MAX_WHOLE_IMAGE_PIXELS = 1024 * 1024  # the fallback holds n_kernels copies of the image
+STARS_PER_SPATIAL_TERM = 10  # fewer stars: the kernel's spatial order is lowered
 
 
 class KernelFitError(ValueError):
@@ -182,29 +183,39 @@ def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray
     return cx[pick], cy[pick]
 
 
-def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, variance: np.ndarray, bad: np.ndarray,
-                        basis: AlardLuptonBasis, star_x: np.ndarray, star_y: np.ndarray, fit_half: int,
+def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_variance: np.ndarray,
+                        reference_variance: np.ndarray, bad: np.ndarray, basis: AlardLuptonBasis, star_x: np.ndarray, star_y: np.ndarray, fit_half: int,
                         kernel_order: int, background_order: int, min_stars: int, clip_sigma: float,
                         clip_iterations: int) -> KernelSolution:
     """Fit reference ~ convolved (x) K + B on stamps at integer array centres (star_x, star_y).
 
-    ``variance`` is the per-pixel noise variance of the residual (both images), ``bad`` marks
-    pixels unusable in either image (the convolved image's unusable pixels must already be grown
-    by the kernel half-size, or be set to 0). ``fit_half`` is the half-size of the reference stamps.
+    Pixels are weighted by 1 / (convolved_variance + reference_variance); ``bad`` marks pixels
+    unusable in either image (the convolved image's unusable pixels must already be grown by the
+    kernel half-size, or be set to 0). ``fit_half`` is the half-size of the reference stamps.
+
+    Noise in the convolved image is noise in the regressors: plain least squares would then shrink
+    the kernel's response at high spatial frequencies, where stars carry little signal (attenuation
+    bias: a too-broad kernel, several per cent of PSF flux for a single-visit template). The expected
+    noise part of the normal matrix, sum_p w_p var_p <B'_k, B'_l> for uncorrelated noise, is therefore
+    subtracted (corrected least squares).
     """
     shape = reference.shape
     ny, nx = shape
     h = basis.half
     if len(star_x) >= min_stars:
+        while kernel_order > 0 and len(star_x) < STARS_PER_SPATIAL_TERM * len(poly_terms(kernel_order)):
+            kernel_order -= 1
         size = 2 * fit_half + 1
         cutter = StampCutter(fit_half + h + 1)
         cutter.add("x", convolved)
         cutter.add("y", reference)
-        cutter.add("v", variance)
+        cutter.add("vx", convolved_variance)
+        cutter.add("vy", reference_variance)
         cutter.add("bad", bad, fill=True)
         xs = cutter.cut("x", star_x, star_y, size + 2 * h).astype(np.float64)
         ys = cutter.cut("y", star_x, star_y, size).astype(np.float64)
-        vs = cutter.cut("v", star_x, star_y, size).astype(np.float64)
+        vx = cutter.cut("vx", star_x, star_y, size).astype(np.float64)
+        vs = vx + cutter.cut("vy", star_x, star_y, size)
         bs = cutter.cut("bad", star_x, star_y, size)
         offs = np.arange(-fit_half, fit_half + 1)
         px = star_x[:, None, None] + offs[None, None, :] + 0 * offs[None, :, None]
@@ -218,7 +229,8 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, variance: 
         kernel_order, background_order = 0, min(background_order, 0)
         xs = convolved[None].astype(np.float64)
         ys = reference[None, h:ny - h, h:nx - h].astype(np.float64)
-        vs = variance[None, h:ny - h, h:nx - h].astype(np.float64)
+        vx = convolved_variance[None, h:ny - h, h:nx - h].astype(np.float64)
+        vs = vx + reference_variance[None, h:ny - h, h:nx - h]
         bs = bad[None, h:ny - h, h:nx - h]
         yy, xx = np.mgrid[h:ny - h, h:nx - h]
         px, py = xx[None], yy[None]
@@ -245,15 +257,22 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, variance: 
         expand[:, k, 1 + (k - 1) * n_m:1 + k * n_m] = spatial
     expand[:, n_k:, n_glob - n_bg:] = np.eye(n_bg)[None]
 
+    images = basis.images().reshape(n_k, -1)
+    basis_overlap = images @ images.T
     active = np.ones(n, dtype=bool)
     n_good = good.sum(axis=1)
     for _ in range(max(clip_iterations, 0) + 1):
         dw = design * weight[:, None, :]
         gram = dw @ np.swapaxes(design, 1, 2)
+        noise = np.zeros_like(gram)
+        noise[:, :n_k, :n_k] = np.einsum("np,np->n", weight, vx.reshape(n, -1))[:, None, None] * basis_overlap
         rhs = np.einsum("nlp,np->nl", dw, target)
-        ge = gram @ expand
-        normal = np.einsum("nla,nlb->ab", expand[active], ge[active])
+        normal = np.einsum("nla,nlb->ab", expand[active], (gram - noise)[active] @ expand[active])
         vector = np.einsum("nla,nl->a", expand[active], rhs[active])
+        try:  # the correction must leave the system positive definite (it does unless noise dominates)
+            np.linalg.cholesky(normal)
+        except np.linalg.LinAlgError:
+            normal = np.einsum("nla,nlb->ab", expand[active], gram[active] @ expand[active])
         try:
             theta = np.linalg.solve(normal, vector)
         except np.linalg.LinAlgError:

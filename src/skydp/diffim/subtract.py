@@ -71,12 +71,11 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
     conv_invalid = _grow(conv.unusable, h)
     conv_invalid[:h, :] = conv_invalid[-h:, :] = conv_invalid[:, :h] = conv_invalid[:, -h:] = True
     fit_bad = conv_invalid | _grow(conv.excluded, h) | ref.excluded
-    noise = np.where(fit_bad, 0.0, conv.variance + ref.variance).astype(np.float32)
     fit_half = max(h, int(np.ceil(2.0 * FWHM_PER_SIGMA * sigma_ref)))
     star_x, star_y = select_kernel_stars(ref.image, ref.variance, fit_bad, sigma_ref, 2 * fit_half + 1,
                                          config.star_min_snr, config.star_max_snr, config.cell_size,
                                          config.stars_per_cell, config.max_stars)
-    solution = fit_matching_kernel(conv.image, ref.image, noise, fit_bad, basis, star_x, star_y, fit_half,
+    solution = fit_matching_kernel(conv.image, ref.image, conv.variance, ref.variance, fit_bad, basis, star_x, star_y, fit_half,
                                    config.spatial_kernel_order, config.spatial_background_order,
                                    config.min_stars, config.clip_sigma, config.clip_iterations)
     kappa = solution.kernel_sum
@@ -231,5 +230,5 @@ def _difference_mask(science: Mask, template: Mask, convolve_template: bool, rad
     for name in other.planes:
         where = other.get(name)
         if where.any():
-            out.set(name, out.get(name) | where)
+            out.set(name, out.get(name) | where if name in out.planes else where)
     return out
