@@ -5,6 +5,7 @@ photometry of that DiaObject, and science, template and difference cutouts."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,6 +62,7 @@ def task(root: Path, unit: Unit) -> TaskResult:
     template = unit.params["template"]
     matched = warp_exposure(template_for(science, root, template["tract"], template["patches"], template["paths"]),
                             science.wcs, science.shape, science.xy0)
+    matched.info = replace(matched.info, rotpa=science.info.rotpa)  # now on the science grid
     alerts = visit_alerts(dia_sources, pq.read_table(root / state_path),
                           _concat(root, rest[:n_sources]), _concat(root, rest[n_sources:]),
                           science, matched, difference)
