@@ -1,0 +1,89 @@
+"""Fast single-visit building blocks against straightforward reference implementations:
+S/N smoothing, disk growth of footprints and masks, the masked mesh background, PSF derivatives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from skydp.pipeline.background import masked_mesh_mean
+from skydp.pipeline.detection import disk_dilate, gaussian_kernel_1d, snr_image
+from skydp.pipeline.process import _grown_mask
+from skydp.pipeline.psf_photometry import _derivative_matrix
+
+
+def test_snr_image_matches_direct_2d_correlation():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(70, 90)).astype(np.float32) * 5
+    variance = rng.uniform(1, 4, image.shape).astype(np.float32)
+    variance[10:14, 20:30] = 0  # masked pixels: no signal, no noise
+    sigma = 1.8
+    k = gaussian_kernel_1d(sigma)
+    num = ndimage.correlate(image.astype(np.float64), np.outer(k, k), mode="constant")
+    den = np.sqrt(ndimage.correlate(variance.astype(np.float64), np.outer(k * k, k * k), mode="constant"))
+    snr = snr_image(image, variance, sigma)
+    assert snr.dtype == np.float32 and snr.flags.c_contiguous and snr.shape == image.shape
+    np.testing.assert_allclose(snr, num / den, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("big_labels", [False, True])
+def test_disk_dilate_matches_grey_dilation_with_a_disk(big_labels):
+    rng = np.random.default_rng(2)
+    labels = np.zeros((80, 100), np.int32)
+    ys, xs = rng.integers(0, 80, 40), rng.integers(0, 100, 40)
+    labels[ys, xs] = rng.permutation(40) + 1 + (70000 if big_labels else 0)  # >= 2**16: the int32 path
+    radius = 4.3
+    r = int(radius)
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = dy**2 + dx**2 <= radius**2
+    expected = ndimage.grey_dilation(labels, footprint=disk, mode="constant", cval=0)
+    expected = np.where(labels > 0, labels, expected)
+    grown = disk_dilate(labels, radius)
+    assert grown.dtype == labels.dtype
+    np.testing.assert_array_equal(grown, expected)
+
+
+def test_grown_mask_covers_the_disk_growth_and_little_more():
+    rng = np.random.default_rng(3)
+    mask = np.zeros((101, 131), bool)  # odd sizes: the 2x2 binning pads
+    mask[rng.integers(0, 101, 25), rng.integers(0, 131, 25)] = True
+    mask[40:48, 60:75] = True
+    radius = 7.5
+    distance = ndimage.distance_transform_edt(~mask)
+    grown = _grown_mask(mask, radius)
+    assert grown.shape == mask.shape
+    assert np.all(grown[distance <= radius])  # contains the exact disk growth
+    assert distance[grown].max() <= radius + 3.0  # and exceeds it by at most ~3 px
+
+
+def test_masked_mesh_mean_matches_a_per_cell_reference():
+    rng = np.random.default_rng(4)
+    ny, nx, mesh = 300, 260, 64  # partial cells on both axes
+    yy, xx = np.mgrid[:ny, :nx]
+    image = (0.01 * xx + 0.02 * yy + rng.normal(size=(ny, nx))).astype(np.float32)
+    image[rng.random((ny, nx)) < 0.01] += 50  # outliers for the clipping
+    masked = np.zeros((ny, nx), bool)
+    masked[100:200, 0:140] = True  # two cells entirely masked
+    bkg = masked_mesh_mean(image, masked, mesh, filter_size=1)
+    for i, y0 in enumerate(range(0, ny, mesh)):
+        for j, x0 in enumerate(range(0, nx, mesh)):
+            cell = image[y0:y0 + mesh, x0:x0 + mesh][~masked[y0:y0 + mesh, x0:x0 + mesh]].astype(np.float64)
+            if cell.size < 0.05 * mesh * mesh:
+                continue  # empty cells take the median of the others
+            use = np.ones(cell.size, bool)
+            for _ in range(3):
+                mean, std = cell[use].mean(), cell[use].std()
+                use = np.abs(cell - mean) <= 3 * std
+            assert bkg.values[i, j] == pytest.approx(mean, abs=1e-4)
+            assert bkg.rms[i, j] == pytest.approx(std, rel=1e-4)
+
+
+@pytest.mark.parametrize("size", [9, 10, 25])
+def test_derivative_matrix_differentiates_band_limited_rows(size):
+    t = np.arange(size)
+    d = _derivative_matrix(size)
+    for k in range(1, (size - 1) // 2 + 1):  # every frequency below Nyquist
+        w = 2 * np.pi * k / size
+        np.testing.assert_allclose(d @ np.cos(w * t + 0.3), -w * np.sin(w * t + 0.3), atol=1e-12)
+    np.testing.assert_allclose(d @ np.ones(size), 0, atol=1e-12)
