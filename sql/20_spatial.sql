@@ -27,6 +27,9 @@ CREATE OR REPLACE MACRO _skydp_cone_cells(ra0, dec0, radius) AS TABLE
 -- Rows of a HATS table within radius of (ra0, dec0).  Pruning: the partitions (Norder, Npix) that
 -- intersect the cone's cells become a semi-join, which DuckDB turns into a file filter, and the
 -- cells' order-29 range becomes a _healpix_29 filter on row-group statistics; then the exact cut.
+-- A 1' cone then reads one row group of one file: most of its time is planning (~15 ms) and the
+-- parsing of that file's Parquet footer (~0.7 MB for 17 row groups x 434 columns, 10-40 ms);
+-- `SET parquet_metadata_cache = true` keeps parsed footers for the session (Catalog sets it).
 CREATE OR REPLACE MACRO cone(tbl, ra0, dec0, radius) AS TABLE
     WITH cells AS (FROM _skydp_cone_cells(ra0, dec0, radius)),
     parts AS (
@@ -35,8 +38,8 @@ CREATE OR REPLACE MACRO cone(tbl, ra0, dec0, radius) AS TABLE
           AND ((p.Norder <= 7 AND (c.pix >> (2 * (7 - p.Norder))) = p.Npix)
             OR (p.Norder > 7 AND (p.Npix >> (2 * (p.Norder - 7))) = c.pix)))
     SELECT * EXCLUDE (Norder, Dir, Npix, _cone_ra, _cone_dec) FROM (
-        SELECT *, COLUMNS(lambda c: c = _skydp_ra_col(tbl)) AS _cone_ra,
-               COLUMNS(lambda c: c = _skydp_dec_col(tbl)) AS _cone_dec
+        SELECT *, COLUMNS('^' || _skydp_ra_col(tbl) || '$') AS _cone_ra,
+               COLUMNS('^' || _skydp_dec_col(tbl) || '$') AS _cone_dec
         FROM query_table(tbl)
         WHERE Npix IN (SELECT Npix FROM parts)
           AND _healpix_29 BETWEEN (SELECT min(pix) << 44 FROM cells)

@@ -60,6 +60,8 @@ class Catalog:
         if not path.exists():
             raise ValueError(f"{path}: no catalog database (run the ETL publish stage or build_database)")
         self._con = duckdb.connect(str(path), read_only=True)
+        # keep parsed Parquet footers: a cone search reads one row group but parses its file's footer
+        self._con.execute("SET parquet_metadata_cache = true")
 
     def close(self) -> None:
         self._con.close()
