@@ -3,6 +3,7 @@
 photutils' deblend_sources needs scikit-image (benchmark-only dependency, like photutils).
 
     python bench/bench_single_visit.py [--size 4096] [--n 5000] [--repeat 3]
+    python bench/bench_single_visit.py --profile 30   # CPU-time profile of one run of ours, by phase
 """
 
 from __future__ import annotations
@@ -126,6 +127,20 @@ def child(tool: str, size: int, n: int, repeat: int) -> None:
                       "rss_before_mb": base / 1024}))
 
 
+def profile(size: int, n: int, top: int) -> None:
+    """cProfile (process-time clock) of one run of process_visit_image, after a warm-up on a cut-out."""
+    import cProfile
+    import pstats
+
+    image, var = make_image(size, n)
+    run_ours(image[:512, :512].copy(), var[:512, :512].copy())
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    run_ours(image, var)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(r"skydp|sep|scipy", top)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=4096)
@@ -133,7 +148,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--child")
     ap.add_argument("--tools", default="ours,sep,photutils")
+    ap.add_argument("--profile", type=int, metavar="TOP", help="profile ours once; print the TOP entries")
     args = ap.parse_args()
+    if args.profile:
+        profile(args.size, args.n, args.profile)
+        return
     if args.child:
         child(args.child, args.size, args.n, args.repeat)
         return
