@@ -182,8 +182,8 @@ def _grown_mask(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _set_plane(mask: Mask, name: str, where: np.ndarray) -> None:
-    """OR mask plane ``name`` (already added) in where ``where``: one pass over the image, unlike
-    Mask.set's boolean indexing, which is slow on dense planes."""
+    """Set mask plane ``name`` (already added) where ``where`` is true, keeping the other bits: one
+    pass over the image, unlike Mask.set's boolean indexing, which is slow on dense planes."""
     np.bitwise_or(mask.array, np.int32(mask.bitmask(name)), out=mask.array, where=where)
 
 
