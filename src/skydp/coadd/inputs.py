@@ -25,26 +25,25 @@ def psf_sigma(exposure: Exposure) -> float:
         return math.nan
 
 
-def _covered_box(exposure: Exposure) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) parent-pixel box of the finite pixels, end-exclusive; None when empty."""
-    finite = np.isfinite(np.asarray(exposure.image))
-    rows, cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
-    if rows.size == 0:
+def covered_box(rows: np.ndarray, cols: np.ndarray, xy0: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) parent-pixel box, end-exclusive, of the rows and columns (bool per array row
+    and column) that hold a finite pixel; None when none does."""
+    r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+    if r.size == 0 or c.size == 0:
         return None
-    x0, y0 = exposure.xy0
-    return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
+    return xy0[0] + int(c[0]), xy0[1] + int(r[0]), xy0[0] + int(c[-1]) + 1, xy0[1] + int(r[-1]) + 1
 
 
-def inputs_table(warps: Sequence[Exposure], weights: np.ndarray, sigmas: np.ndarray,
-                 n_used: np.ndarray, n_clipped: np.ndarray) -> pa.Table:
+def inputs_table(warps: Sequence[Exposure], weights: np.ndarray, sigmas: np.ndarray, n_used: np.ndarray,
+                 n_clipped: np.ndarray, boxes: Sequence[tuple[int, int, int, int] | None]) -> pa.Table:
     """One row per input warp: visit, detector, band, weight, mjd (start, TAI), exptime, seeing
     (PSF FWHM, arcsec), psf_sigma (px), used and clipped pixel counts, and the box the input
-    covers on the coadd grid (x0, y0, x1, y1 parent px; ra/dec of its 4 corners ll, ul, ur, lr)."""
+    covers on the coadd grid (``boxes``: x0, y0, x1, y1 parent px, see ``covered_box``; ra/dec of
+    its 4 corners ll, ul, ur, lr)."""
     rows: dict[str, list] = {k: [] for k in ("visit", "detector", "band", "physical_filter", "weight", "mjd",
                                              "exptime", "seeing", "psf_sigma", "n_pixels", "n_clipped",
                                              "bbox", "corner_ra", "corner_dec")}
-    for warp, weight, sigma, used, clipped in zip(warps, weights, sigmas, n_used, n_clipped):
-        box = _covered_box(warp)
+    for warp, weight, sigma, used, clipped, box in zip(warps, weights, sigmas, n_used, n_clipped, boxes):
         rows["visit"].append(int(warp.info.visit))
         rows["detector"].append(int(warp.info.detector))
         rows["band"].append(warp.info.band)
