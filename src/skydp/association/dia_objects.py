@@ -63,10 +63,14 @@ def dia_object_table(dia_sources: pa.Table, previous: pa.Table | None = None) ->
         name: pa.array(v, mask=~np.isfinite(v)) if v.dtype.kind == "f" else pa.array(v)
         for name, v in values.items()
     }
-    computed = tables.to_arrow("DiaObject", arrays)
-    if previous is None or previous.num_rows == 0:
-        return computed
-    previous = tables.to_arrow("DiaObject", previous)
-    kept = previous.filter(pc.invert(pc.is_in(previous.column("diaObjectId"), computed.column("diaObjectId"))))
-    merged = pa.concat_tables([kept, computed])
+    return update_dia_objects(previous, tables.to_arrow("DiaObject", arrays))
+
+
+def update_dia_objects(current: pa.Table | None, updated: pa.Table) -> pa.Table:
+    """``current`` DiaObject table with the rows of ``updated`` replacing or adding theirs, by diaObjectId."""
+    if current is None or current.num_rows == 0:
+        return tables.to_arrow("DiaObject", updated)
+    current = tables.to_arrow("DiaObject", current)
+    kept = current.filter(pc.invert(pc.is_in(current.column("diaObjectId"), updated.column("diaObjectId"))))
+    merged = pa.concat_tables([kept, tables.to_arrow("DiaObject", updated)])
     return merged.take(pc.sort_indices(merged, [("diaObjectId", "ascending")]))
