@@ -97,6 +97,10 @@ PRESETS: dict[str, Preset] = {
         n_transients=25,
         n_movers=4,
         cosmic_rate=0.2,
+        # in ECDFS, centred on one patch of the default sky map (tract 5063, patch 55), so the demo
+        # builds one coadd per band; the tiny preset keeps a tract corner, where patches overlap
+        field_ra=52.962,
+        field_dec=-27.409,
     ),
     "survey": Preset(
         name="survey",
