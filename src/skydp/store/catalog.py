@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from skydp import tables
-from skydp.store.layout import HEALPIX_COLUMN, positional_tables
+from skydp.store.layout import HEALPIX_COLUMN, HEALPIX_ORDER, position_columns, positional_tables
+from skydp.store.translate import cone_pixel_ranges
 
 
 def _check_position(ra: float, dec: float) -> tuple[float, float]:
@@ -62,6 +64,7 @@ class Catalog:
         self._con = duckdb.connect(str(path), read_only=True)
         # keep parsed Parquet footers: a cone search reads one row group but parses its file's footer
         self._con.execute("SET parquet_metadata_cache = true")
+        self._leaf_ranges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def close(self) -> None:
         self._con.close()
@@ -81,12 +84,35 @@ class Catalog:
 
     def cone(self, table: str, ra: float, dec: float, radius: float,
              columns: Sequence[str] | None = None) -> pl.DataFrame:
-        """Rows of ``table`` within ``radius`` degrees of (ra, dec), through the SQL cone() macro."""
+        """Rows of ``table`` within ``radius`` degrees of (ra, dec): the same rows and columns as
+        the SQL cone() macro, with its pruning computed here (healpy, as for Spark) and given to
+        DuckDB as constants, which it plans in ~10 ms instead of ~25 ms."""
         table = _check_table(table, positional_tables())
         ra, dec = _check_position(ra, dec)
         radius = _check_radius(radius)
         select = _check_columns(table, columns)
-        return self.sql(f"SELECT {select} FROM cone('{table}', $1, $2, $3)", [ra, dec, radius])
+        if select == "*":
+            select = "* EXCLUDE (Norder, Dir, Npix)"
+        ra_col, dec_col = position_columns(table)
+        return self.sql(f'SELECT {select} FROM "{table}" WHERE {self._cone_pruning(table, ra, dec, radius)} '
+                        f'AND in_cone("{ra_col}", "{dec_col}", $1, $2, $3)', [ra, dec, radius])
+
+    def _cone_pruning(self, table: str, ra: float, dec: float, radius: float) -> str:
+        """SQL filter with the partitions (a file filter) and _healpix_29 ranges (row-group
+        statistics) of the HEALPix pixels that cover a cone."""
+        if table not in self._leaf_ranges:
+            leaves = self._con.execute("SELECT Norder, Npix FROM _skydp_partitions WHERE table_name = $1",
+                                       [table]).fetchnumpy()
+            shift = 2 * (HEALPIX_ORDER - leaves["Norder"].astype(np.int64))
+            npix = leaves["Npix"].astype(np.int64)
+            self._leaf_ranges[table] = (npix, npix << shift, (npix + 1) << shift)
+        npix, leaf_lo, leaf_hi = self._leaf_ranges[table]
+        ranges = np.array(cone_pixel_ranges(ra, dec, radius), dtype=np.int64)
+        hit = ((leaf_lo[:, None] <= ranges[None, :, 1]) & (leaf_hi[:, None] > ranges[None, :, 0])).any(axis=1)
+        if not hit.any():
+            return "false"
+        rows = " OR ".join(f"{HEALPIX_COLUMN} BETWEEN {lo} AND {hi}" for lo, hi in ranges)
+        return f"Npix IN ({', '.join(str(p) for p in np.unique(npix[hit]))}) AND ({rows})"
 
     def lightcurve(self, object_id: int) -> pl.DataFrame:
         """Forced-photometry light curve of an Object (ObjectLightCurve) or, when no Object has that
