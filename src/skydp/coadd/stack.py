@@ -25,8 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from skydp.coadd.clipping import ClipConfig, bin_warp, find_outliers, halo, matching_sigmas
-from skydp.coadd.inputs import coadd_info, coadd_psf, covered_box, inputs_table, psf_sigma
+from skydp.coadd.clipping import (
+    ClipConfig,
+    bin_warp,
+    find_outliers,
+    halo,
+    matching_sigmas,
+)
+from skydp.coadd.inputs import (
+    coadd_info,
+    coadd_psf,
+    covered_box,
+    inputs_table,
+    psf_sigma,
+)
 from skydp.exposure import Exposure, Mask
 
 BLOCK_ROWS = 256
