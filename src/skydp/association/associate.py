@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.spatial import cKDTree
 
 from skydp.association.dia_objects import STAT_INPUTS, dia_object_table, numpy_columns
-from skydp.association.matching import (
-    candidate_pairs, match_one_to_one, pair_costs, sky_from_vectors, unit_vectors,
-)
+from skydp.association.matching import match_one_to_one, pair_costs, sky_from_vectors, unit_vectors
+from skydp.association.object_state import ObjectState
 
 DEFAULT_RADIUS_ARCSEC = 1.0
 POSITION_ERROR_FLOOR_ARCSEC = 0.05  # added in quadrature: no pair is more certain than this
@@ -42,33 +40,19 @@ class Association:
     new_ids: np.ndarray
 
 
-class _Objects:
-    """Running state of the DiaObjects: id, sum of unit vectors, count, summed on-sky covariance."""
-
-    def __init__(self, ids: np.ndarray, vec_sum: np.ndarray, count: np.ndarray, cov_sum: np.ndarray) -> None:
-        self.ids, self.vec_sum, self.count, self.cov_sum = ids, vec_sum, count, cov_sum
-
-    @classmethod
-    def from_table(cls, dia_objects: pa.Table | None) -> _Objects:
-        if dia_objects is None or dia_objects.num_rows == 0:
-            return cls(np.empty(0, np.int64), np.empty((0, 3)), np.empty(0), np.empty((0, 3)))
-        c = numpy_columns(
-            dia_objects, ("diaObjectId", "ra", "dec", "raErr", "decErr", "ra_dec_Cov", "nDiaSources"),
-            "associate(dia_objects)",
-        )
-        count = np.where(np.isfinite(c["nDiaSources"]) & (c["nDiaSources"] > 0), c["nDiaSources"], 1.0)
-        # DiaObject errors are already on-sky; the mean's covariance times n^2 is the summed covariance
-        cov = _covariance(c["raErr"], c["decErr"], c["ra_dec_Cov"])
-        return cls(c["diaObjectId"], unit_vectors(c["ra"], c["dec"]) * count[:, None], count, cov * count[:, None] ** 2)
-
-    def covariance(self, index: np.ndarray) -> np.ndarray:
-        return self.cov_sum[index] / self.count[index, None] ** 2
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray, cov: np.ndarray) -> None:
-        self.ids = np.concatenate([self.ids, ids])
-        self.vec_sum = np.concatenate([self.vec_sum, vectors])
-        self.count = np.concatenate([self.count, np.ones(ids.size)])
-        self.cov_sum = np.concatenate([self.cov_sum, cov])
+def _object_state(dia_objects: pa.Table | None) -> ObjectState:
+    """ObjectState of the current DiaObject table (empty when None)."""
+    if dia_objects is None or dia_objects.num_rows == 0:
+        return ObjectState(np.empty(0, np.int64), np.empty((0, 3)), np.empty(0), np.empty((0, 3)))
+    c = numpy_columns(
+        dia_objects, ("diaObjectId", "ra", "dec", "raErr", "decErr", "ra_dec_Cov", "nDiaSources"),
+        "associate(dia_objects)",
+    )
+    count = np.where(np.isfinite(c["nDiaSources"]) & (c["nDiaSources"] > 0), c["nDiaSources"], 1.0)
+    # DiaObject errors are already on-sky; the mean's covariance times n^2 is the summed covariance
+    cov = _covariance(c["raErr"], c["decErr"], c["ra_dec_Cov"])
+    return ObjectState(c["diaObjectId"], unit_vectors(c["ra"], c["dec"]) * count[:, None], count,
+                       cov * count[:, None] ** 2)
 
 
 def _covariance(err_east_deg: np.ndarray, err_north_deg: np.ndarray, cov_deg2: np.ndarray) -> np.ndarray:
@@ -106,38 +90,37 @@ def associate(
         dia_sources, ("diaSourceId", "visit", "midpointMjdTai", "ra", "dec", "raErr", "decErr", "ra_dec_Cov"),
         "associate(dia_sources)",
     )
-    if np.unique(src["diaSourceId"]).size != src["diaSourceId"].size:
+    if _has_duplicates(src["diaSourceId"]):
         raise ValueError("associate: dia_sources has duplicate diaSourceId values")
-    objects = _Objects.from_table(dia_objects)
-    if np.isin(src["diaSourceId"], objects.ids).any():
+    objects = _object_state(dia_objects)
+    n_existing = objects.size
+    if np.isin(src["diaSourceId"], objects.ids[:n_existing]).any():
         raise ValueError("associate: some diaSourceIds are already DiaObject ids (visit associated twice?)")
-    n_existing = objects.ids.size
 
     cos_dec = np.cos(np.radians(src["dec"]))
     src_vec = unit_vectors(src["ra"], src["dec"])
     src_cov = _covariance(src["raErr"] * cos_dec, src["decErr"], src["ra_dec_Cov"] * cos_dec)
+    floor = POSITION_ERROR_FLOOR_ARCSEC**2
     assigned = np.zeros(src["diaSourceId"].size, np.int64)
     for rows in _visits_in_time_order(src["visit"], src["midpointMjdTai"]):
-        obj_ra, obj_dec = sky_from_vectors(objects.vec_sum)
-        tree = cKDTree(unit_vectors(obj_ra, obj_dec))
-        s, o = candidate_pairs(src_vec[rows], tree, radius_arcsec)
-        d_east = (np.mod(src["ra"][rows][s] - obj_ra[o] + 180.0, 360.0) - 180.0) * np.cos(np.radians(obj_dec[o]))
-        d_north = src["dec"][rows][s] - obj_dec[o]
-        cov = src_cov[rows][s] + objects.covariance(o)
-        floor = POSITION_ERROR_FLOOR_ARCSEC**2
+        s, o = objects.candidates(src_vec[rows], radius_arcsec)
+        obj_ra, obj_dec = sky_from_vectors(objects.directions(o))
+        d_east = (np.mod(src["ra"][rows[s]] - obj_ra + 180.0, 360.0) - 180.0) * np.cos(np.radians(obj_dec))
+        d_north = src["dec"][rows[s]] - obj_dec
+        cov = src_cov[rows[s]] + objects.covariance(o)
         cost = pair_costs(d_east * 3600.0, d_north * 3600.0, cov[:, 0] + floor, cov[:, 1] + floor, cov[:, 2])
-        ms, mo = match_one_to_one(s, o, cost, rows.size, objects.ids.size)
+        ms, mo = match_one_to_one(s, o, cost, rows.size, objects.size)
         matched_rows = rows[ms]
         assigned[matched_rows] = objects.ids[mo]
-        objects.vec_sum[mo] += src_vec[matched_rows]
-        objects.count[mo] += 1
-        objects.cov_sum[mo] += src_cov[matched_rows]
-        new_rows = np.setdiff1d(rows, matched_rows, assume_unique=True)
+        objects.update(mo, src_vec[matched_rows], src_cov[matched_rows])
+        unmatched = np.ones(rows.size, bool)
+        unmatched[ms] = False
+        new_rows = rows[unmatched]
         assigned[new_rows] = src["diaSourceId"][new_rows]
-        objects.add(src["diaSourceId"][new_rows], src_vec[new_rows], src_cov[new_rows])
+        objects.add(src["diaSourceId"][new_rows], src_vec[new_rows], np.ones(new_rows.size), src_cov[new_rows])
 
     out_sources = _with_object_ids(dia_sources, assigned)
-    touched = np.unique(assigned)
+    touched = _sorted_unique(assigned)
     parts = [out_sources.select([n for n in STAT_INPUTS if n in out_sources.column_names])]
     if history is not None and history.num_rows:
         old = history.filter(pc.is_in(history.column("diaObjectId"), pa.array(touched)))
@@ -145,7 +128,7 @@ def associate(
             old = old.filter(pc.invert(pc.is_in(old.column("diaSourceId"), out_sources.column("diaSourceId"))))
             parts.insert(0, old.select([n for n in STAT_INPUTS if n in old.column_names]))
     sources_of_touched = pa.concat_tables(parts, promote_options="permissive")
-    return Association(out_sources, dia_object_table(sources_of_touched), objects.ids[n_existing:].copy())
+    return Association(out_sources, dia_object_table(sources_of_touched), objects.ids[n_existing:objects.size].copy())
 
 
 def _visits_in_time_order(visit: np.ndarray, mjd: np.ndarray) -> list[np.ndarray]:
@@ -165,3 +148,15 @@ def _with_object_ids(dia_sources: pa.Table, ids: np.ndarray) -> pa.Table:
         index = dia_sources.column_names.index("diaObjectId")
         return dia_sources.set_column(index, dia_sources.schema.field(index).with_type(pa.int64()), column)
     return dia_sources.append_column("diaObjectId", column)
+
+
+# np.unique without return_* arguments uses a hash table in numpy >= 2.3 that is ~100x slower than
+# sorting on 1e6 int64 ids; these two helpers sort instead.
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if ordered.size else ordered
+
+
+def _has_duplicates(values: np.ndarray) -> bool:
+    ordered = np.sort(values)
+    return bool(np.any(ordered[1:] == ordered[:-1]))

@@ -1,7 +1,8 @@
 """Error-aware one-to-one matching of one visit's DiaSources to DiaObjects.
 
-Candidates are all (source, object) pairs closer than the association radius, found with a
-scipy cKDTree on unit vectors (chord distance, exact for any separation and free of RA wrap).
+Candidates are all (source, object) pairs closer than the association radius, found with scipy
+cKDTrees on unit vectors (chord distance, exact for any separation and free of RA wrap; see
+``skydp.association.object_state``).
 Each candidate is scored by the 2-D Gaussian negative log-likelihood of the tangent-plane offset,
 ``d^T C^-1 d + ln det C`` with C = source covariance + object covariance + floor^2 (as the
 current LSST ap_association HEAD does). The one-to-one assignment then maximises the number of
@@ -19,7 +20,6 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 ARCSEC = 1.0 / 3600.0
 # A cost no real candidate reaches: marks non-candidate cells of a component's dense matrix so
@@ -40,17 +40,6 @@ def sky_from_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ra = np.mod(np.degrees(np.arctan2(y, x)), 360.0)
     dec = np.degrees(np.arctan2(z, np.hypot(x, y)))
     return ra, dec
-
-
-def candidate_pairs(
-    source_vectors: np.ndarray, object_tree: cKDTree, radius_arcsec: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (source, object) of every pair closer than ``radius_arcsec``."""
-    chord = 2.0 * np.sin(np.radians(radius_arcsec * ARCSEC) / 2.0)
-    if object_tree.n == 0 or len(source_vectors) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    pairs = cKDTree(source_vectors).sparse_distance_matrix(object_tree, chord, output_type="ndarray")
-    return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
 
 
 def pair_costs(
