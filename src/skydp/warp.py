@@ -294,15 +294,16 @@ def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tup
         bad_in |= (mask_in.array & no_data_bit) != 0
     source_image = np.array(exposure.image, dtype=np.float32)
     source_image[bad_in] = np.nan
-    source_variance = _NONE_F
-    if exposure.variance is not None:
+    has_variance = exposure.variance is not None
+    source_variance = _NONE_F  # empty: the kernel skips the variance
+    if has_variance:
         source_variance = np.array(exposure.variance, dtype=np.float32)
         source_variance[bad_in] = np.nan
     source_mask = np.ascontiguousarray(mask_in.array, dtype=np.int32)
 
     mapping = PixelMapping(exposure.wcs, wcs, (ny, nx))
     image = np.empty((ny, nx), dtype=np.float32)
-    variance = np.empty((ny, nx), dtype=np.float32) if exposure.variance is not None else _NONE_F
+    variance = np.empty((ny, nx), dtype=np.float32) if has_variance else None
     mask = np.empty((ny, nx), dtype=np.int32)
 
     def warp_rows(start: int) -> None:
@@ -310,9 +311,9 @@ def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tup
         u, v, det = mapping.block(start, stop, 0, nx)
         rows = slice(start, stop)
         _lanczos3_resample(source_image, source_variance, source_mask, u, v, _LUT, no_data_bit,
-                           image[rows], variance[rows] if variance.size else _NONE_F, mask[rows])
+                           image[rows], variance[rows] if has_variance else _NONE_F, mask[rows])
         image[rows] *= det
-        if variance.size:
+        if has_variance:
             variance[rows] *= det * det
 
     # the kernels release the GIL: row blocks run in parallel threads
@@ -320,5 +321,5 @@ def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tup
         list(pool.map(warp_rows, range(0, ny, BLOCK_ROWS)))
     psf = _target_psf(exposure, mapping, np.isfinite(image), xy0)
     info = dataclasses.replace(exposure.info, warnings=list(exposure.info.warnings))
-    return Exposure(image=image, variance=variance if variance.size else None,
-                    mask=Mask(mask, dict(mask_in.planes)), wcs=wcs.deepcopy(), psf=psf, xy0=xy0, info=info)
+    return Exposure(image=image, variance=variance, mask=Mask(mask, dict(mask_in.planes)), wcs=wcs.deepcopy(),
+                    psf=psf, xy0=xy0, info=info)
