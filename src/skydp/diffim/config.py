@@ -29,16 +29,17 @@ class DiffimConfig:
     max_stars: int = 400
     cell_size: int = 128
     stars_per_cell: int = 2
-    min_stars: int = 10  # fewer usable stars: fit the whole overlap as one region (spatial orders 0)
+    min_stars: int = 5  # fewer usable stars: fit the whole overlap as one region (spatial orders 0)
     clip_sigma: float = 3.0  # stamps whose chi2/dof is this many robust sigma above the median are rejected
     clip_iterations: int = 3
     # after subtraction
+    difference_background_mesh: int = 64  # px mesh of the background re-fitted on the difference; 0 = none
     decorrelate: bool = True
     # DiaSource detection and measurement (LSST detectAndMeasure)
     detection_threshold: float = 5.0
     grow_sigma: float = 2.4  # footprint growth in PSF sigma
     aperture_radius: float = 12.0  # px, apFlux
-    dipole_max_separation: float = 3.0  # PSF FWHM: lobes further apart are separate DiaSources
+    dipole_max_separation: float = 1.5  # PSF FWHM: lobes further apart are separate DiaSources
 
     def __post_init__(self) -> None:
         checks = {
@@ -54,6 +55,7 @@ class DiffimConfig:
             "stars_per_cell": self.stars_per_cell >= 1,
             "min_stars": self.min_stars >= 1,
             "clip_sigma": self.clip_sigma > 0,
+            "difference_background_mesh": self.difference_background_mesh == 0 or self.difference_background_mesh >= 8,
             "detection_threshold": self.detection_threshold > 0,
             "aperture_radius": self.aperture_radius > 0,
         }

@@ -10,9 +10,10 @@ grown by the kernel half-size, both unmasked; the kernel polynomial is evaluated
 kernel is constant over one stamp), the background at every pixel. Per-stamp normal equations are
 summed into one linear system (85 unknowns for the defaults); stamps whose chi^2 per pixel under
 the global solution lies ``clip_sigma`` robust sigmas above the median (variable sources, blends,
-bad pixels) are dropped and the system re-solved. When there are too few stars (small cut-outs),
+bad pixels) are dropped and the system re-solved. When there are too few stars for a spatially
+varying fit (30) on a small image (cut-outs, up to 640 x 640 px), or fewer than ``min_stars``,
 the whole overlap region is one stamp with spatially constant kernel and background, and pixels
-with residuals above 5 sigma (transients, cosmic rays) are clipped instead.
+with residuals above 5 sigma and 10 % of the pixel value (transients, cosmic rays) are clipped instead.
 
 Applying it costs one FFT convolution per spatial term: X (x) K(x, y) evaluated at (x, y) equals
 sum_m p_m(x, y) (X (x) K_m) with K_m = sum_k theta_km B'_k, exactly, because the polynomials are
@@ -32,9 +33,11 @@ from skydp.diffim.kernel_basis import AlardLuptonBasis
 from skydp.pipeline.detection import detect, snr_image
 from skydp.pipeline.stamps import StampCutter
 
-PIXEL_CLIP_SIGMA = 5.0  # whole-image fallback: residual pixels beyond this are excluded
-MAX_WHOLE_IMAGE_PIXELS = 1024 * 1024  # the fallback holds n_kernels copies of the image
-STARS_PER_SPATIAL_TERM = 10  # fewer stars: the kernel's spatial order is lowered
+PIXEL_CLIP_SIGMA = 5.0  # whole-image fallback: residual pixels beyond this ...
+PIXEL_CLIP_FRACTION = 0.1  # ... and beyond this fraction of the reference pixel are excluded
+MAX_WHOLE_IMAGE_PIXELS = 640 * 640  # the whole-image fit holds ~3 n_kernels copies of the image
+STARS_PER_SPATIAL_TERM = 10
+MIN_CELLS_PER_AXIS = 4  # fewer stars: the kernel's spatial order is lowered
 
 
 class KernelFitError(ValueError):
@@ -134,7 +137,8 @@ def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray
     Sources are peaks of the PSF-smoothed S/N of ``image`` (after subtracting a sep mesh
     background) with ``min_snr`` <= S/N <= ``max_snr``, with no unusable pixel (``bad``) within the
     stamp and no other detection with at least a tenth of their S/N closer than half a stamp;
-    at most ``per_cell`` (the brightest) per ``cell_size`` cell, cells filled round-robin.
+    at most ``per_cell`` (the brightest) per ``cell_size`` cell (smaller on images under 4 cells
+    across), cells filled round-robin.
     """
     import sep
 
@@ -146,7 +150,8 @@ def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray
     work -= back
     work[bad] = 0
     snr = snr_image(work, np.where(bad, 0.0, variance).astype(np.float32), sigma)
-    found = detect(snr, min(5.0, min_snr), 1, 0.0, deblend=False, deblend_nthresh=1, deblend_cont=1.0)
+    # deblended, so that a star blended with a neighbour fails the isolation test below
+    found = detect(snr, min(5.0, min_snr), 1, 0.0, deblend=True, deblend_nthresh=32, deblend_cont=0.005)
     del snr, work
     if len(found.x) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -171,6 +176,7 @@ def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cell_size = max(16, min(cell_size, min(nx, ny) // MIN_CELLS_PER_AXIS))  # small images: smaller cells
     cell = (cy[idx] // cell_size) * (nx // cell_size + 1) + cx[idx] // cell_size
     order = np.lexsort((-snr_peak[idx], cell))
     idx, cell = idx[order], cell[order]
@@ -202,7 +208,8 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
     shape = reference.shape
     ny, nx = shape
     h = basis.half
-    if len(star_x) >= min_stars:
+    whole_image_ok = ny * nx <= MAX_WHOLE_IMAGE_PIXELS
+    if len(star_x) >= min_stars and (len(star_x) >= STARS_PER_SPATIAL_TERM * 3 or not whole_image_ok):
         while kernel_order > 0 and len(star_x) < STARS_PER_SPATIAL_TERM * len(poly_terms(kernel_order)):
             kernel_order -= 1
         size = 2 * fit_half + 1
@@ -223,7 +230,7 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
         centres = (np.asarray(star_x, dtype=np.float64), np.asarray(star_y, dtype=np.float64))
         pixel_clip = False
     else:
-        if ny * nx > MAX_WHOLE_IMAGE_PIXELS:
+        if not whole_image_ok:
             raise KernelFitError(f"only {len(star_x)} usable kernel stars (need {min_stars}) and the image "
                                  f"({nx} x {ny}) is too large to fit as a whole")
         kernel_order, background_order = 0, min(background_order, 0)
@@ -281,7 +288,10 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
         resid = target - np.einsum("nlp,nl->np", design, local)
         chi2 = resid * resid * weight
         if pixel_clip:
-            outlier = ndimage.binary_dilation((chi2 > PIXEL_CLIP_SIGMA**2).reshape(ys.shape[1:]), iterations=2)
+            # beyond 5 sigma AND 10 % of the reference pixel: transients and cosmic rays, not the
+            # few-per-cent mismatch of bright stars (the variance may lack their photon noise)
+            far = (chi2 > PIXEL_CLIP_SIGMA**2) & (np.abs(resid) > PIXEL_CLIP_FRACTION * np.abs(target))
+            outlier = ndimage.binary_dilation(far.reshape(ys.shape[1:]), iterations=2)
             newly = outlier.ravel() & good[0]
             if not newly.any():
                 break

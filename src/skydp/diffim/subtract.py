@@ -26,6 +26,7 @@ from skydp.diffim.decorrelation import convolve_psf, convolve_same, decorrelatio
 from skydp.diffim.kernel_basis import FWHM_PER_SIGMA, basis_for_psfs
 from skydp.diffim.psf_matching import KernelSolution, fit_matching_kernel, select_kernel_stars
 from skydp.exposure import Exposure, Mask, PixelPsf
+from skydp.pipeline.background import estimate_background
 
 UNUSABLE_PLANES = ("BAD", "SAT", "NO_DATA")  # never used in the kernel fit
 FIT_EXCLUDED_PLANES = UNUSABLE_PLANES + ("EDGE", "CR", "INTRP", "SUSPECT", "CLIPPED")
@@ -89,6 +90,11 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
     if not convolve_template:
         residual = -residual
     residual[nodata] = 0.0
+    if config.difference_background_mesh:
+        # local differential background (bright-star halos, mesh-background differences between the
+        # inputs) on scales the polynomial cannot follow, as LSST re-fits it before DiaSource detection
+        residual -= estimate_background(residual, nodata, config.difference_background_mesh, 3).image()
+        residual[nodata] = 0.0
 
     kernel_c = solution.kernel_image((nx - 1) / 2.0, (ny - 1) / 2.0)
     ok = ~nodata
