@@ -279,8 +279,8 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
             return exp.Anonymous(this="log10", expressions=[node.expression])  # Spark's log(b, x) is ln x / ln b
         if (isinstance(node, exp.Bracket) and len(node.expressions) == 1
                 and not (isinstance(node.expressions[0], exp.Literal) and node.expressions[0].is_string)):
-            # DuckDB's list[i] counts from 1 like Spark's element_at; Spark's [i] counts from 0
-            return exp.Anonymous(this="element_at", expressions=[node.this, node.expressions[0]])
+            # DuckDB's list[i] counts from 1 like Spark's element_at (INT index); Spark's [i] from 0
+            return exp.Anonymous(this="element_at", expressions=[node.this, exp.cast(node.expressions[0], "INT")])
         return node
 
     return tree.transform(repl, copy=False)
