@@ -80,12 +80,27 @@ def associate(
     required when ``dia_objects`` has rows, because the statistics of an updated object are
     recomputed from all its DiaSources.
     """
-    if not np.isfinite(radius_arcsec) or radius_arcsec <= 0:
-        raise ValueError(f"radius_arcsec must be a positive number, got {radius_arcsec!r}")
-    has_objects = dia_objects is not None and dia_objects.num_rows > 0
-    if has_objects and history is None:
+    if dia_objects is not None and dia_objects.num_rows > 0 and history is None:
         raise ValueError("associate: history (the earlier DiaSources of dia_objects) is required"
                          " to update the statistics of existing DiaObjects")
+    assigned, new_ids = assign_dia_object_ids(dia_sources, dia_objects, radius_arcsec)
+    out_sources = _with_object_ids(dia_sources, assigned)
+    parts = [out_sources.select([n for n in STAT_INPUTS if n in out_sources.column_names])]
+    if history is not None and history.num_rows:
+        old = history.filter(pc.is_in(history.column("diaObjectId"), pa.array(_sorted_unique(assigned))))
+        if old.num_rows:
+            old = old.filter(pc.invert(pc.is_in(old.column("diaSourceId"), out_sources.column("diaSourceId"))))
+            parts.insert(0, old.select([n for n in STAT_INPUTS if n in old.column_names]))
+    sources_of_touched = pa.concat_tables(parts, promote_options="permissive")
+    return Association(out_sources, dia_object_table(sources_of_touched), new_ids)
+
+
+def assign_dia_object_ids(
+    dia_sources: pa.Table, dia_objects: pa.Table | None = None, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
+) -> tuple[np.ndarray, np.ndarray]:
+    """The matching step of ``associate`` alone: (diaObjectId per DiaSource row, ids of new objects)."""
+    if not np.isfinite(radius_arcsec) or radius_arcsec <= 0:
+        raise ValueError(f"radius_arcsec must be a positive number, got {radius_arcsec!r}")
     src = numpy_columns(
         dia_sources, ("diaSourceId", "visit", "midpointMjdTai", "ra", "dec", "raErr", "decErr", "ra_dec_Cov"),
         "associate(dia_sources)",
@@ -118,17 +133,7 @@ def associate(
         new_rows = rows[unmatched]
         assigned[new_rows] = src["diaSourceId"][new_rows]
         objects.add(src["diaSourceId"][new_rows], src_vec[new_rows], np.ones(new_rows.size), src_cov[new_rows])
-
-    out_sources = _with_object_ids(dia_sources, assigned)
-    touched = _sorted_unique(assigned)
-    parts = [out_sources.select([n for n in STAT_INPUTS if n in out_sources.column_names])]
-    if history is not None and history.num_rows:
-        old = history.filter(pc.is_in(history.column("diaObjectId"), pa.array(touched)))
-        if old.num_rows:
-            old = old.filter(pc.invert(pc.is_in(old.column("diaSourceId"), out_sources.column("diaSourceId"))))
-            parts.insert(0, old.select([n for n in STAT_INPUTS if n in old.column_names]))
-    sources_of_touched = pa.concat_tables(parts, promote_options="permissive")
-    return Association(out_sources, dia_object_table(sources_of_touched), objects.ids[n_existing:objects.size].copy())
+    return assigned, objects.ids[n_existing:objects.size].copy()
 
 
 def _visits_in_time_order(visit: np.ndarray, mjd: np.ndarray) -> list[np.ndarray]:

@@ -47,9 +47,9 @@ class Groups:
         return self.spread(np.arange(self.count.size))
 
 
-def group_rows(group: np.ndarray, *sort_within: np.ndarray) -> Groups:
-    """Sort rows by ``group`` (then by ``sort_within`` keys, last key most significant after group)."""
-    order = np.lexsort((*sort_within, group)) if sort_within else np.argsort(group, kind="stable")
+def group_rows(group: np.ndarray, within: np.ndarray) -> Groups:
+    """Sort rows by ``group``, then by ``within``."""
+    order = _sort_within_groups(within, group)
     sorted_group = group[order]
     key, start, count = np.unique(sorted_group, return_index=True, return_counts=True)
     return Groups(order, key, start, count)
@@ -146,15 +146,22 @@ def _stetson_j(f: np.ndarray, e: np.ndarray, w: np.ndarray, g: Groups) -> np.nda
     factor = g.spread(np.sqrt(n / np.maximum(n - 1, 1)))
     mean = g.sum(w * f) / g.sum(w)
     active = g.count > 1
+    # iterate on the rows of the groups still iterating only (most converge in a few steps)
+    rows = np.flatnonzero(g.spread(active))
+    row_group = g.index()[rows]
     for _ in range(STETSON_ITERATIONS):
-        if not active.any():
+        if rows.size == 0:
             break
-        chi = np.abs(factor * (f - g.spread(mean)) / e)
-        wk = w / (1.0 + (chi / STETSON_ALPHA) ** STETSON_BETA)
-        new = g.sum(wk * f) / g.sum(wk)
-        change = np.abs(new - mean)
-        mean = np.where(active, new, mean)
-        active &= ~((change / mean < STETSON_TOLERANCE) & (change < STETSON_TOLERANCE))
+        fr, er = f[rows], e[rows]
+        chi = np.abs(factor[rows] * (fr - mean[row_group]) / er)
+        wk = w[rows] / (1.0 + (chi / STETSON_ALPHA) ** STETSON_BETA)
+        groups = np.flatnonzero(active)
+        new = (np.bincount(row_group, wk * fr, mean.size) / np.bincount(row_group, wk, mean.size))[groups]
+        change = np.abs(new - mean[groups])
+        mean[groups] = new
+        active[groups[(change / new < STETSON_TOLERANCE) & (change < STETSON_TOLERANCE)]] = False
+        still = active[row_group]
+        rows, row_group = rows[still], row_group[still]
     delta = factor * (f - g.spread(mean)) / e
     p = delta**2 - 1.0
     j = g.sum(np.sign(p) * np.sqrt(np.abs(p))) / n
@@ -164,12 +171,18 @@ def _stetson_j(f: np.ndarray, e: np.ndarray, w: np.ndarray, g: Groups) -> np.nda
 def _order_statistics(f: np.ndarray, g: Groups) -> dict[str, np.ndarray]:
     """Percentiles and MAD (median |f - median|, no 1.4826 factor) of each group."""
     group_index = g.index()
-    by_value = np.lexsort((f, group_index))
-    f_sorted = f[by_value]
+    f_sorted = f[_sort_within_groups(f, group_index)]
     out = {f"Percentile{q:02d}": order_statistic(f_sorted, g, q) for q in PERCENTILES}
     deviation = np.abs(f_sorted - g.spread(out["Percentile50"]))
-    out["MAD"] = order_statistic(deviation[np.lexsort((deviation, group_index))], g, 50)
+    out["MAD"] = order_statistic(deviation[_sort_within_groups(deviation, group_index)], g, 50)
     return out
+
+
+def _sort_within_groups(values: np.ndarray, group_index: np.ndarray) -> np.ndarray:
+    """Order sorting by group_index, then values: a value sort then a stable (radix) integer sort,
+    several times faster than np.lexsort on 1e6 rows."""
+    by_value = np.argsort(values)
+    return by_value[np.argsort(group_index[by_value], kind="stable")]
 
 
 PSF_STEMS = (
@@ -203,11 +216,12 @@ def dia_object_columns(src: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             obj[good] * len(BANDS) + band[good], flux[good], err[good], src["midpointMjdTai"][good],
             full=prefix == "psfFlux",
         )
+        key_obj, key_band = np.divmod(key, len(BANDS))
         for b, name in enumerate(BANDS):
+            here = np.flatnonzero(key_band == b)
             for stem in stems:
                 column = np.zeros(n_obj) if stem == "Ndata" else np.full(n_obj, np.nan)
-                here = key % len(BANDS) == b
-                column[key[here] // len(BANDS)] = stats[stem][here]
+                column[key_obj[here]] = stats[stem][here]
                 out[f"{name}_{prefix}{stem}"] = column
     return out
 
