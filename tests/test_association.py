@@ -125,6 +125,8 @@ def test_dia_object_statistics_match_direct_computation():
         here = c["oid"] == row["diaObjectId"]
         assert row["nDiaSources"] == here.sum()
         assert row["firstDiaSourceMjdTai"] == c["t"][here].min()
+        assert row["lastDiaSourceMjdTai"] == c["t"][here].max()
+        assert row["radecMjdTai"] == pytest.approx(c["t"][here].mean(), rel=1e-12)
         for b in BANDS:
             sel = here & (c["band"] == b) & np.isfinite(c["flux"])
             if not sel.any():

@@ -5,7 +5,7 @@ statistics per band over the DiaSources of that band with finite psfFlux and fin
 psfFluxErr; scienceFlux statistics likewise over scienceFlux/scienceFluxErr. Everything is
 computed for all (object, band) groups at once on arrays sorted by group (``np.add.reduceat``),
 including the percentiles and MAD (order statistics by index arithmetic on value-sorted groups)
-and Stetson J (its 20 reweighting iterations run for all groups together). A statistic that is
+and Stetson J (each reweighting iteration runs on all groups not yet converged). A statistic that is
 undefined for a group (e.g. Sigma of one value) is null.
 """
 
@@ -36,6 +36,7 @@ class Groups:
     count: np.ndarray
 
     def sum(self, values_sorted: np.ndarray) -> np.ndarray:
+        """Per-group sums of values given in sorted row order."""
         return np.add.reduceat(values_sorted, self.start) if self.start.size else np.empty(0)
 
     def spread(self, per_group: np.ndarray) -> np.ndarray:
@@ -51,8 +52,10 @@ def group_rows(group: np.ndarray, within: np.ndarray) -> Groups:
     """Sort rows by ``group``, then by ``within``."""
     order = _sort_within_groups(within, group)
     sorted_group = group[order]
-    key, start, count = np.unique(sorted_group, return_index=True, return_counts=True)
-    return Groups(order, key, start, count)
+    start = np.flatnonzero(np.concatenate([[True], sorted_group[1:] != sorted_group[:-1]])) if group.size \
+        else np.empty(0, np.int64)
+    count = np.diff(np.append(start, group.size))
+    return Groups(order, sorted_group[start], start, count)
 
 
 def order_statistic(values_sorted: np.ndarray, groups: Groups, q: float) -> np.ndarray:
