@@ -125,9 +125,15 @@ def test_schema_is_the_newest_lsst_alert_packet_version():
 
 
 def test_alerts_validate_and_round_trip_through_avro(scene, alerts, tmp_path):
+    import lsst.alert.packet as packet
+
     assert len(alerts) == 1
     alert = alerts[0]
     validate_alert(alert)
+    # lsst-alert-packet's own validation and its single-packet (Kafka payload) serialisation
+    lsst_schema = packet.Schema.from_file()
+    assert lsst_schema.validate(alert)
+    assert lsst_schema.deserialize(lsst_schema.serialize(alert))["diaSourceId"] == alert["diaSourceId"]
     source = scene["current"].to_pylist()[0]
     assert alert["diaSourceId"] == source["diaSourceId"] == alert["diaSource"]["diaSourceId"]
     assert alert["diaSource"]["diaObjectId"] == alert["diaObject"]["diaObjectId"] == source["diaObjectId"]
