@@ -176,6 +176,9 @@ def test_invalid_packets_are_refused(alerts, tmp_path):
     with pytest.raises(ValueError):
         write_alerts(path, [bad])
     assert not path.exists() and not list(tmp_path.iterdir())
+    path.write_bytes(b"not an Avro file")
+    with pytest.raises(ValueError, match="bad.avro"):
+        read_alerts(path)
 
 
 def test_cutouts_decode_with_the_real_alert_reader(scene, alerts):
