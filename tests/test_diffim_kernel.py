@@ -43,7 +43,7 @@ def make_exposure(image, variance, sigma, visit=1):
     wcs.wcs.crpix = [image.shape[1] / 2, image.shape[0] / 2]
     wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
     psf = PixelPsf(gaussian_stamp(sigma, 41)[None], np.array([0.0]), np.array([0.0]))
-    info = VisitInfo(instrument="test", visit=visit, detector=0, band="r", physical_filter="r", day_obs=20260101,
+    info = VisitInfo(instrument="test", visit=int(f"20260101{visit:05d}"), detector=0, band="r", physical_filter="r", day_obs=20260101,
                      mjd=61000.0, exptime=30.0, airmass=1.0, boresight_ra=150.0, boresight_dec=2.0, rotpa=0.0)
     return Exposure(image=image, variance=variance, mask=Mask.empty(image.shape), wcs=wcs, psf=psf, info=info)
 
