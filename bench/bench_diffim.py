@@ -17,16 +17,16 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from scipy import signal  # noqa: E402
+import numpy as np
+import pyarrow.parquet as pq
+from scipy import signal
 
-from skydp.diffim import subtract_images  # noqa: E402
-from skydp.diffim.dia_sources import detect_dia_sources  # noqa: E402
-from skydp.exposure import read_exposure  # noqa: E402
-from skydp.pipeline.process import process_visit_image  # noqa: E402
-from skydp.sim import simulate  # noqa: E402
-from skydp.sim.presets import get_preset  # noqa: E402
+from skydp.diffim import subtract_images
+from skydp.diffim.dia_sources import detect_dia_sources
+from skydp.exposure import read_exposure
+from skydp.pipeline.process import process_visit_image
+from skydp.sim import simulate
+from skydp.sim.presets import get_preset
 
 
 def timed(func, repeat: int):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_diffim_kernel import make_exposure
 
 from skydp import tables
 from skydp.diffim import Difference
@@ -14,7 +15,6 @@ from skydp.diffim.dia_sources import detect_dia_sources
 from skydp.exposure import read_exposure
 from skydp.sim import simulate
 from skydp.sim.presets import get_preset
-from test_diffim_kernel import make_exposure
 
 SIGMA = 1.8  # PSF sigma, px
 NOISE = 20.0  # nJy per pixel

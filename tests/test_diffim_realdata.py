@@ -13,9 +13,9 @@ import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS, FITSFixedWarning
+from conftest import shared_data
 from scipy import ndimage
 
-from conftest import shared_data
 from skydp.diffim import DiffimConfig, subtract_images
 from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo
 from skydp.pipeline.detection import snr_image

@@ -4,4 +4,4 @@ from .config import DiffimConfig
 from .psf_matching import KernelFitError, KernelSolution
 from .subtract import Difference, subtract_images
 
-__all__ = ["DiffimConfig", "Difference", "KernelFitError", "KernelSolution", "subtract_images"]
+__all__ = ["Difference", "DiffimConfig", "KernelFitError", "KernelSolution", "subtract_images"]

@@ -169,7 +169,7 @@ def detect_dia_sources(diff: Difference, science: Exposure, config: DiffimConfig
         "band": np.full(n, info.band or "", dtype=object), "diaObjectId": np.zeros(n, dtype=np.int64),
         "ssObjectId": np.zeros(n, dtype=np.int64), "parentDiaSourceId": np.zeros(n, dtype=np.int64),
         "midpointMjdTai": np.full(n, info.mjd_mid), "bboxSize": bbox_size,
-        "time_processed": pa.array([datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)] * n,
+        "time_processed": pa.array([datetime.datetime.now(datetime.UTC).replace(tzinfo=None)] * n,
                                    pa.timestamp("us")),
         "coord_ra": ra, "coord_dec": dec, "ra": ra, "dec": dec, "raErr": ra_err, "decErr": dec_err,
         "ra_dec_Cov": ra_dec_cov, "x": px, "y": py, "xErr": x_err, "yErr": y_err, "centroid_flag": centroid_flag,

@@ -36,8 +36,8 @@ from skydp.pipeline.stamps import StampCutter
 PIXEL_CLIP_SIGMA = 5.0  # whole-image fallback: residual pixels beyond this ...
 PIXEL_CLIP_FRACTION = 0.1  # ... and beyond this fraction of the reference pixel are excluded
 MAX_WHOLE_IMAGE_PIXELS = 640 * 640  # the whole-image fit holds ~3 n_kernels copies of the image
-STARS_PER_SPATIAL_TERM = 10
-MIN_CELLS_PER_AXIS = 4  # fewer stars: the kernel's spatial order is lowered
+STARS_PER_SPATIAL_TERM = 10  # fewer stars: the kernel's spatial order is lowered
+MIN_CELLS_PER_AXIS = 4  # star-selection cells shrink on small images to keep this many per axis
 
 
 class KernelFitError(ValueError):
@@ -51,9 +51,8 @@ def poly_terms(order: int) -> list[tuple[int, int]]:
 
 def poly_values(x: np.ndarray, y: np.ndarray, order: int, shape: tuple[int, int]) -> np.ndarray:
     """(n_terms,) + x.shape monomials in coordinates scaled to [-1, 1] over an image of ``shape``."""
-    ny, nx = shape
-    u = (2.0 * np.asarray(x, dtype=np.float64) - (nx - 1)) / max(nx - 1, 1)
-    v = (2.0 * np.asarray(y, dtype=np.float64) - (ny - 1)) / max(ny - 1, 1)
+    u = _scaled(np.asarray(x, dtype=np.float64), shape[1])
+    v = _scaled(np.asarray(y, dtype=np.float64), shape[0])
     return np.array([u**a * v**b for a, b in poly_terms(order)]).reshape((-1,) + np.shape(u))
 
 
@@ -110,22 +109,18 @@ class KernelSolution:
         fy, fx = scipy.fft.next_fast_len(ny + size - 1, real=True), scipy.fft.next_fast_len(nx + size - 1, real=True)
         spectrum = scipy.fft.rfft2(image.astype(np.float64), s=(fy, fx))
         out = np.zeros((ny, nx), dtype=np.float64)
-        yy = np.arange(ny)
-        xx = np.arange(nx)
         for m, (a, b) in enumerate(poly_terms(self.kernel_order)):
             kspec = scipy.fft.rfft2(kernels[m], s=(fy, fx))
             conv = scipy.fft.irfft2(spectrum * kspec, s=(fy, fx))[h:h + ny, h:h + nx]
             if a == 0 and b == 0:
                 out += conv
             else:
-                wy = _scaled(yy, ny) ** b
-                wx = _scaled(xx, nx) ** a
-                out += conv * wy[:, None] * wx[None, :]
+                out += conv * _scaled(np.arange(ny), ny)[:, None] ** b * _scaled(np.arange(nx), nx)[None, :] ** a
         return out.astype(np.float32)
 
 
 def _scaled(q: np.ndarray, n: int) -> np.ndarray:
-    """Pixel index 0..n-1 mapped to [-1, 1] (as ``poly_values``)."""
+    """Pixel coordinate 0..n-1 mapped to [-1, 1]: the variable of every spatial polynomial."""
     return (2.0 * q - (n - 1)) / max(n - 1, 1)
 
 
@@ -232,7 +227,7 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
     else:
         if not whole_image_ok:
             raise KernelFitError(f"only {len(star_x)} usable kernel stars (need {min_stars}) and the image "
-                                 f"({nx} x {ny}) is too large to fit as a whole")
+                                 f"({nx} x {ny}) is too large to fit as a whole (> {MAX_WHOLE_IMAGE_PIXELS} px)")
         kernel_order, background_order = 0, min(background_order, 0)
         xs = convolved[None].astype(np.float64)
         ys = reference[None, h:ny - h, h:nx - h].astype(np.float64)

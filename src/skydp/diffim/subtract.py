@@ -24,7 +24,11 @@ from scipy import ndimage
 from skydp.diffim.config import DiffimConfig
 from skydp.diffim.decorrelation import convolve_psf, convolve_same, decorrelation_kernel
 from skydp.diffim.kernel_basis import FWHM_PER_SIGMA, basis_for_psfs
-from skydp.diffim.psf_matching import KernelSolution, fit_matching_kernel, select_kernel_stars
+from skydp.diffim.psf_matching import (
+    KernelSolution,
+    fit_matching_kernel,
+    select_kernel_stars,
+)
 from skydp.exposure import Exposure, Mask, PixelPsf
 from skydp.pipeline.background import estimate_background
 
@@ -149,7 +153,7 @@ class _Planes:
     excluded: np.ndarray  # unusable or otherwise unfit for the kernel fit (CR, EDGE, ...)
 
     @classmethod
-    def of(cls, exposure: Exposure, name: str) -> "_Planes":
+    def of(cls, exposure: Exposure, name: str) -> _Planes:
         image = exposure.image.astype(np.float32, copy=True)
         if exposure.variance is None:
             raise ValueError(f"{name} image (visit {exposure.info.visit}) has no variance plane")
@@ -167,7 +171,7 @@ class _Planes:
 
 def _check(exposure: Exposure, name: str) -> None:
     if not isinstance(exposure, Exposure):
-        raise ValueError(f"{name} must be an Exposure, got {type(exposure).__name__}")
+        raise TypeError(f"{name} must be an Exposure, got {type(exposure).__name__}")
     if min(exposure.shape) < 32:
         raise ValueError(f"{name} image {exposure.shape} is too small to difference (< 32 px)")
 
