@@ -91,8 +91,14 @@ def test_crossmatch_against_astropy(repo):
         res = cat.crossmatch(pl.DataFrame({"ra": q_ra, "dec": q_dec, "k": np.arange(len(q_ra))}), radius)
     idx, sep, _ = SkyCoord(q_ra, q_dec, unit="deg").match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
     ok = sep.deg <= radius
-    assert sorted(res["k"].to_list()) == list(np.flatnonzero(ok))
-    assert (res.sort("k")["match_objectId"].to_numpy() == idx[ok] + 1).all()
+    assert res["k"].to_list() == list(np.flatnonzero(ok))  # in df's order
+    assert (res["match_objectId"].to_numpy() == idx[ok] + 1).all()
+    assert {"match_coord_ra", "match_g_psfFlux", "match__healpix_29"} <= set(res.columns)
+    with Catalog(path) as cat:
+        few = cat.crossmatch(pl.DataFrame({"ra": q_ra, "dec": q_dec}), radius, columns=["objectId"])
+    assert few.columns == ["ra", "dec", "match_objectId", "sep_arcsec"]
+    assert few["match_objectId"].to_list() == res["match_objectId"].to_list()
+    np.testing.assert_allclose(few["sep_arcsec"], sep.arcsec[ok], rtol=1e-7)
 
 
 def test_catalog_rejects_bad_values(repo):

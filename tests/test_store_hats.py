@@ -56,6 +56,9 @@ def test_cone_matches_lsdb_on_random_cones(repo):
             ours = set(cat.cone("Object", ra, dec, r, columns=["objectId"])["objectId"].to_list())
             theirs = set(opened.cone_search(ra, dec, r * 3600).compute()["objectId"].tolist())
             assert ours == theirs
+        # Catalog.cone plans the pruning in Python: the same table as the SQL macro
+        macro = cat.sql("SELECT * FROM cone('Object', 115, 2, 0.5) ORDER BY objectId")
+        assert cat.cone("Object", 115, 2, 0.5).sort("objectId").equals(macro) and macro.height > 0
 
 
 def test_margin_holds_every_neighbour_within_threshold(repo):
