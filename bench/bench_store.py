@@ -3,12 +3,17 @@
 Generates a synthetic Object HATS catalog of --rows rows (uniform in a 20 x 20 deg patch, so the
 density is survey-like: 1e8 rows = 2.5e5 per deg^2) leaf by leaf, so memory stays bounded by the
 largest leaf, then measures in the same run and prints medians and ratios:
-  - cone search of radius 1' through the cone() macro (partition + row-group pruning), warm median
-    over --repeats random centres, against the same exact cut without pruning (full scan) and
-    against LSDB's cone_search on the same HATS catalog (identical id sets are checked);
+  - cone search of radius 1' (partition + row-group pruning) through Catalog.cone and through the
+    cone() SQL macro, warm median over --repeats random centres, against the same exact cut
+    without pruning (full scan) and against LSDB's cone_search on the same HATS catalog
+    (identical id sets are checked); the macro also without DuckDB's Parquet metadata cache
+    (every query then parses its file's footer);
   - healpix_nest (SQL macro) rows per second on in-memory points, with healpy for reference;
-  - cross-match of --xmatch-rows x --xmatch-rows within 1" (Catalog.crossmatch, the xmatch()
-    macro) against astropy's match_to_catalog_sky and LSDB's crossmatch (same matches checked).
+  - cross-match of --xmatch-rows x --xmatch-rows within 1" (Catalog.crossmatch: the xmatch_rows()
+    macro, then objectId, coord_ra, coord_dec read back) against astropy's match_to_catalog_sky
+    (same rows and Objects checked) and LSDB's crossmatch (same number of matches).
+Every time is the median of >= 3 runs; "cpu s" is this process's CPU time (all threads), which the
+other jobs on a shared machine disturb less than the wall time.
 Usage: python bench/bench_store.py --rows 1e7 [--workdir DIR] [--keep]
 """
 
@@ -62,13 +67,15 @@ def generate_object_catalog(hats_dir: Path, rows: int, max_rows: int, seed: int 
     _write_metadata(catalog, schema, _properties("Object", max_rows))
 
 
-def _median_time(fn, repeats: int) -> tuple[float, list]:
-    times, results = [], []
+def _median_time(fn, repeats: int) -> tuple[float, float, list]:
+    """Median wall and CPU (this process, all threads) seconds of ``fn(i)`` over ``repeats`` calls."""
+    walls, cpus, results = [], [], []
     for i in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results.append(fn(i))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), results
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), results
 
 
 def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple]:
@@ -77,13 +84,29 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
     con = duckdb.connect(str(repo / "catalog.duckdb"), read_only=True)
     pruned = "SELECT objectId FROM cone('Object', $1, $2, $3)"
     scan = "SELECT objectId FROM Object WHERE ang_sep(coord_ra, coord_dec, $1, $2) <= $3"
+    warm_footers = "SELECT count(*) FROM Object WHERE coord_dec > 1000"  # opens every file, reads no row
 
     def run(sql):
         return lambda i: sorted(r[0] for r in con.execute(sql, [*centres[i], CONE_RADIUS]).fetchall())
 
-    run(pruned)(0)  # warm: page cache, macro planning
-    t_cone, ours = _median_time(run(pruned), repeats)
-    t_scan, full = _median_time(run(scan), max(3, repeats // 2))
+    # cold: no Parquet metadata cache, every query parses the footer of the file it reads
+    con.execute("SET parquet_metadata_cache = false")
+    run(pruned)(0)  # page cache, macro
+    t_cold, c_cold, _ = _median_time(run(pruned), repeats)
+    # warm: parsed footers kept, as in a long session (Catalog turns the cache on)
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute(warm_footers).fetchall()
+    t_macro, c_macro, ours = _median_time(run(pruned), repeats)
+    with Catalog(repo) as cat:
+        cat.sql(warm_footers)
+
+        def run_catalog(i):
+            return sorted(cat.cone("Object", *centres[i], CONE_RADIUS, columns=["objectId"])["objectId"].to_list())
+
+        run_catalog(0)
+        t_cone, c_cone, api = _median_time(run_catalog, repeats)
+    assert api == ours, "Catalog.cone and the cone() macro return different ids"
+    t_scan, c_scan, full = _median_time(run(scan), 3)
     assert ours[:len(full)] == full, "pruned and full-scan cones differ"
     cat = lsdb.open_catalog(repo / "hats" / "Object", columns=["objectId", "coord_ra", "coord_dec"])
 
@@ -91,13 +114,17 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
         return sorted(cat.cone_search(*centres[i], CONE_RADIUS * 3600).compute()["objectId"].tolist())
 
     run_lsdb(0)
-    t_lsdb, theirs = _median_time(run_lsdb, repeats)
+    t_lsdb, _, theirs = _median_time(run_lsdb, repeats)
     assert theirs == ours, "LSDB and cone() return different ids"
     con.close()
     n = statistics.median(len(r) for r in ours)
-    return [("cone 1' (cone macro), warm median", t_cone, f"{n:.0f} rows"),
-            ("cone 1' full scan (no pruning)", t_scan, f"ratio {t_scan / t_cone:.0f}x"),
-            ("cone 1' LSDB cone_search", t_lsdb, f"ratio {t_lsdb / t_cone:.1f}x")]
+    return [("cone 1' Catalog.cone, warm median", t_cone, c_cone, f"{n:.0f} rows, {repeats} centres"),
+            ("cone 1' cone() SQL macro, warm median", t_macro, c_macro, ""),
+            ("cone 1' cone() macro, no Parquet metadata cache", t_cold, c_cold, ""),
+            ("cone 1' full scan (no pruning)", t_scan, c_scan,
+             f"ratio {t_scan / t_cone:.0f}x (Catalog.cone), {t_scan / t_macro:.0f}x (macro)"),
+            ("cone 1' LSDB cone_search", t_lsdb, None,
+             f"ratio {t_lsdb / t_cone:.1f}x (Catalog.cone), {t_lsdb / t_macro:.1f}x (macro)")]
 
 
 def bench_healpix(repo: Path, n: int) -> list[tuple]:
@@ -108,11 +135,13 @@ def bench_healpix(repo: Path, n: int) -> list[tuple]:
     con.execute("CREATE TEMP TABLE p AS SELECT * FROM pts")
     sql = "SELECT max(h) FROM (SELECT healpix_nest(29, ra, dec) AS h FROM p)"
     con.execute(sql).fetchall()
-    t_sql, _ = _median_time(lambda i: con.execute(sql).fetchall(), 3)
-    t_hp, _ = _median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
+    t_sql, c_sql, _ = _median_time(lambda i: con.execute(sql).fetchall(), 3)
+    t_one, c_one, _ = _median_time(lambda i: con.execute("SELECT healpix_nest(29, 150.0, 1.0)").fetchall(), 3)
+    t_hp, c_hp, _ = _median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
     con.close()
-    return [("healpix_nest SQL macro", t_sql, f"{n / t_sql / 1e6:.1f} Mrows/s ({n:.0e} rows)"),
-            ("healpy ang2pix (reference)", t_hp, f"{n / t_hp / 1e6:.1f} Mrows/s")]
+    return [("healpix_nest SQL macro", t_sql, c_sql, f"{n / t_sql / 1e6:.1f} Mrows/s ({n:.0e} rows, planning incl.)"),
+            ("healpix_nest SQL macro, one row (planning)", t_one, c_one, ""),
+            ("healpy ang2pix (reference)", t_hp, c_hp, f"{n / t_hp / 1e6:.1f} Mrows/s")]
 
 
 def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
@@ -122,33 +151,50 @@ def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
     rng = np.random.default_rng(9)
     ra, dec = _patch(rng, n)
     repo = workdir / "xmatch_repo"
-    write_hats("Object", synthetic_table("Object", ra, dec), repo / "hats", max_rows_per_partition=200_000)
-    build_database(repo)
+    if _generated_rows(repo) != n:
+        shutil.rmtree(repo, ignore_errors=True)
+        write_hats("Object", synthetic_table("Object", ra, dec), repo / "hats", max_rows_per_partition=200_000)
+        build_database(repo)
     k = int(0.7 * n)  # 70 % within ~0.3" of an Object, 30 % anywhere in the patch
     q_ra = np.concatenate([ra[:k] + rng.normal(0, 0.3, k) / 3600 / np.cos(np.radians(dec[:k])),
                            _patch(rng, n - k)[0]])
     q_dec = np.concatenate([dec[:k] + rng.normal(0, 0.3, k) / 3600, _patch(rng, n - k)[1]])
     left = pl.DataFrame({"ra": q_ra, "dec": q_dec, "k": np.arange(n)})
     radius = 1 / 3600
+    columns = ["objectId", "coord_ra", "coord_dec"]  # what LSDB is opened with below
     with Catalog(repo) as cat:
-        t0 = time.perf_counter()
-        ours = cat.crossmatch(left, radius)
-        t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    idx, sep, _ = SkyCoord(q_ra, q_dec, unit="deg").match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
-    ok = sep < 1 * u.arcsec
-    t_astropy = time.perf_counter() - t0
-    assert ours.height == int(ok.sum()), (ours.height, int(ok.sum()))
-    right = lsdb.open_catalog(repo / "hats" / "Object", columns=["objectId", "coord_ra", "coord_dec"],
+        t_ours, c_ours, runs = _median_time(lambda i: cat.crossmatch(left, radius, columns=columns), 3)
+    ours = runs[0]
+
+    def astropy_match(i):
+        idx, sep, _ = SkyCoord(q_ra, q_dec, unit="deg").match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
+        return idx, sep < 1 * u.arcsec
+
+    t_astropy, c_astropy, ((idx, ok), *_) = _median_time(astropy_match, 3)
+    assert ours["k"].to_list() == np.flatnonzero(ok).tolist(), "xmatch and astropy match different rows"
+    assert (ours["match_objectId"].to_numpy() == idx[ok] + 1).all(), "xmatch and astropy pick different Objects"
+    right = lsdb.open_catalog(repo / "hats" / "Object", columns=columns,
                               margin_cache=repo / "hats" / "_margin" / "Object")
-    t0 = time.perf_counter()
-    lcat = lsdb.from_dataframe(left.to_pandas(), ra_column="ra", dec_column="dec")
-    theirs = lcat.crossmatch(right, radius_arcsec=1.0, n_neighbors=1).compute()
-    t_lsdb = time.perf_counter() - t0
+
+    def lsdb_match(i):
+        lcat = lsdb.from_dataframe(left.to_pandas(), ra_column="ra", dec_column="dec")
+        return lcat.crossmatch(right, radius_arcsec=1.0, n_neighbors=1).compute()
+
+    t_lsdb, _, (theirs, *_) = _median_time(lsdb_match, 3)
     assert len(theirs) == ours.height, (len(theirs), ours.height)
-    return [(f"crossmatch {n:.0e} x {n:.0e} within 1\" (xmatch)", t_ours, f"{ours.height} matches"),
-            ("crossmatch astropy match_to_catalog_sky", t_astropy, f"ratio {t_astropy / t_ours:.1f}x"),
-            ("crossmatch LSDB (incl. from_dataframe)", t_lsdb, f"ratio {t_lsdb / t_ours:.1f}x")]
+    return [(f"crossmatch {n:.0e} x {n:.0e} within 1\" (xmatch_rows)", t_ours, c_ours,
+             f"{ours.height} matches, columns {', '.join(columns)}"),
+            ("crossmatch astropy match_to_catalog_sky", t_astropy, c_astropy, f"ratio {t_astropy / t_ours:.1f}x"),
+            ("crossmatch LSDB (incl. from_dataframe)", t_lsdb, None, f"ratio {t_lsdb / t_ours:.1f}x")]
+
+
+def _generated_rows(repo: Path) -> int:
+    """hats_nrows of a previously generated Object catalog, 0 when there is none."""
+    props = repo / "hats" / "Object" / "hats.properties"
+    if not props.exists() or not (repo / "catalog.duckdb").exists():
+        return 0
+    values = dict(line.split("=", 1) for line in props.read_text().splitlines() if "=" in line)
+    return int(values.get("hats_nrows", 0))
 
 
 def main() -> None:
@@ -159,27 +205,32 @@ def main() -> None:
     ap.add_argument("--healpix-rows", type=float, default=1e7)
     ap.add_argument("--repeats", type=int, default=7, help="cone runs per method (>= 5)")
     ap.add_argument("--workdir", type=Path, default=None, help="where to generate (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    ap.add_argument("--keep", action="store_true", help="keep the generated data (reused by the next run "
+                                                        "with the same --workdir and --rows)")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="skydp_bench_"))
     repo = workdir / "repo"
-    if repo.exists():
-        shutil.rmtree(repo)
     rows = int(args.rows)
     t0 = time.perf_counter()
-    generate_object_catalog(repo / "hats", rows, int(args.max_rows))
-    build_database(repo)
+    if _generated_rows(repo) == rows:
+        how = "reused"
+    else:
+        shutil.rmtree(repo, ignore_errors=True)
+        generate_object_catalog(repo / "hats", rows, int(args.max_rows))
+        build_database(repo)
+        how = "generated"
     t_gen = time.perf_counter() - t0
     size = subprocess.run(["du", "-sh", str(repo / "hats" / "Object")], capture_output=True, text=True).stdout.split()[0]
     nfiles = len(list((repo / "hats" / "Object" / "dataset").rglob("*.parquet")))
-    table = [(f"generate Object {rows:.0e} rows ({size}, {nfiles} files)", t_gen, "")]
+    table = [(f"Object {rows:.0e} rows {how} ({size} on disk, {nfiles} files)", t_gen, None, "")]
     rng = np.random.default_rng(1)
     table += bench_cone(repo, max(5, args.repeats), rng)
     table += bench_healpix(repo, int(args.healpix_rows))
     table += bench_xmatch(workdir, int(args.xmatch_rows))
-    print(f"\n{'measurement':58s} {'median s':>10s}  notes")
-    for name, seconds, note in table:
-        print(f"{name:58s} {seconds:10.4f}  {note}")
+    print(f"\n{'measurement':58s} {'median s':>10s} {'cpu s':>8s}  notes")
+    for name, seconds, cpu, note in table:
+        cpu_text = "" if cpu is None else f"{cpu:.4f}"
+        print(f"{name:58s} {seconds:10.4f} {cpu_text:>8s}  {note}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
 
