@@ -48,14 +48,15 @@ SAMPLE_QUERIES = (
      """SELECT objectId, refBand, round(coord_ra, 6) AS ra, round(coord_dec, 6) AS dec,
                round(ab_mag(r_psfFlux), 3) AS r, round(ab_mag(g_psfFlux) - ab_mag(r_psfFlux), 3) AS g_r,
                round(ab_mag(r_psfFlux) - ab_mag(i_psfFlux), 3) AS r_i, r_inputCount
-        FROM Object WHERE detect_isPrimary AND refExtendedness = 0 AND r_psfFlux > 0
+        FROM Object WHERE detect_isPrimary AND refExtendedness = 0 AND isfinite(g_psfFlux + r_psfFlux + i_psfFlux)
+          AND r_psfFlux > 0 AND NOT r_pixelFlags_saturatedCenter
         ORDER BY r_psfFlux DESC LIMIT 8"""),
     ("Time domain: the most variable DiaObjects (r-band chi2) and their forced light-curve length",
      """SELECT o.diaObjectId, o.nDiaSources, round(o.r_psfFluxMean, 1) AS r_meanDiffFlux,
                round(o.r_psfFluxChi2, 1) AS r_chi2, round(o.r_psfFluxStetsonJ, 2) AS r_stetsonJ,
                count(f.visit) AS nForced
         FROM DiaObject o LEFT JOIN ForcedSourceOnDiaObject f USING (diaObjectId)
-        GROUP BY ALL ORDER BY o.r_psfFluxChi2 DESC NULLS LAST LIMIT 8"""),
+        GROUP BY ALL ORDER BY r_chi2 DESC NULLS LAST LIMIT 8"""),
 )
 
 
