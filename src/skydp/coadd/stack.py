@@ -95,7 +95,6 @@ class _Accumulator:
     image: np.ndarray  # sum w * image (float32)
     variance: np.ndarray  # sum w^2 * variance
     weight: np.ndarray  # sum w
-    covering: np.ndarray  # sum w over inputs with a finite pixel, used or not
     count: np.ndarray  # int32 inputs used
     mask: np.ndarray  # int32 OR of the propagated planes of the used inputs
     clipped: np.ndarray  # bool: some input rejected as an outlier
@@ -104,7 +103,7 @@ class _Accumulator:
     @classmethod
     def zeros(cls, shape: tuple[int, int]) -> _Accumulator:
         f = np.zeros(shape, np.float32)
-        return cls(f, f.copy(), f.copy(), f.copy(), np.zeros(shape, np.int32), np.zeros(shape, np.int32),
+        return cls(f, f.copy(), f.copy(), np.zeros(shape, np.int32), np.zeros(shape, np.int32),
                    np.zeros(shape, bool), {})
 
 
@@ -183,10 +182,12 @@ def _add_warp(acc: _Accumulator, rows: _Rows, m: np.ndarray, weight: float, flag
     acc.image += rows.image * w
     acc.variance += rows.variance * (w * w)
     acc.weight += rows.good * w
-    acc.covering += rows.covers * w
     acc.count += rows.good
     if planes:
-        acc.mask |= _propagated_bits(m, planes) * rows.good
+        propagated = _propagated_bits(m, planes).ravel()
+        marked = np.flatnonzero(propagated)  # few: mask bits are sparse once DETECTED is left out
+        marked = marked[rows.good.ravel()[marked]]
+        acc.mask.ravel()[marked] |= propagated[marked]
         left_out = np.flatnonzero(rows.covers != rows.good)  # few: masked or clipped pixels (good implies covers)
         bits = m.ravel()[left_out]
         for name, (bit, _) in planes.items():
@@ -254,8 +255,12 @@ def make_coadd(warps: Sequence[Exposure], clip: ClipConfig | None = ClipConfig()
             variance[rows] = np.where(has, acc.variance / (acc.weight * acc.weight), np.nan)
         count[rows] = acc.count
         block_mask = acc.mask
-        for name, weight_out in acc.left_out.items():
-            block_mask[weight_out > PROPAGATE_FRACTION * acc.covering] |= np.int32(mask.bitmask(name))
+        if acc.left_out:  # the covering weight, sum w over inputs with a finite pixel, where needed
+            pixels = np.flatnonzero(np.any([plane != 0 for plane in acc.left_out.values()], axis=0))
+            covering = sum(weights[i] * p.covers.ravel()[pixels] for i, p in zip(use, prepared))
+            for name, weight_out in acc.left_out.items():
+                over = weight_out.ravel()[pixels] > PROPAGATE_FRACTION * covering
+                block_mask.ravel()[pixels[over]] |= np.int32(mask.bitmask(name))
         block_mask[acc.clipped] |= np.int32(mask.bitmask("CLIPPED"))
         block_mask[~has] |= np.int32(mask.bitmask("NO_DATA"))
         mask.array[rows] = block_mask
