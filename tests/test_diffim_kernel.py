@@ -148,3 +148,20 @@ def test_bad_input_is_named():
         subtract_images(sci, tmp)
     with pytest.raises(ValueError, match="mode"):
         DiffimConfig(mode="both")
+
+
+def test_mask_growth_matches_a_maximum_filter_per_plane():
+    """The template mask is grown by the kernel half-size with a bitwise-OR dilation; every bit plane
+    must equal scipy's square maximum filter of that plane."""
+    from scipy import ndimage
+
+    from skydp.diffim.subtract import _grow
+
+    rng = np.random.default_rng(0)
+    for shape, radius in (((50, 61), 3), ((40, 40), 11), ((7, 9), 5), ((300, 200), 11)):
+        bits = np.where(rng.random(shape) < 0.01, rng.integers(1, 512, shape), 0).astype(np.int32)
+        grown = _grow(bits, radius)
+        for bit in range(9):
+            plane = ((bits >> bit) & 1).astype(np.uint8)
+            expected = ndimage.maximum_filter(plane, size=2 * radius + 1, mode="constant").astype(bool)
+            assert np.array_equal(((grown >> bit) & 1).astype(bool), expected)

@@ -40,8 +40,8 @@ def decorrelation_kernel(kernel: np.ndarray, unconvolved_variance: float, convol
 
 
 def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """image (x) kernel, same shape, zero padding; float32 out."""
-    return signal.fftconvolve(image.astype(np.float64), kernel, mode="same").astype(np.float32)
+    """image (x) kernel, same shape, zero padding; single-precision FFTs, float32 out."""
+    return signal.fftconvolve(image.astype(np.float32, copy=False), kernel.astype(np.float32), mode="same")
 
 
 def convolve_psf(psf: PixelPsf, kernel_at) -> PixelPsf:
