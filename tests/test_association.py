@@ -15,6 +15,8 @@ from scipy.stats import skew
 
 from skydp import tables
 from skydp.association import associate, dia_object_table, update_dia_objects
+from skydp.association.matching import unit_vectors
+from skydp.association.object_state import chord, pairs_within
 from skydp.ids import source_id
 from skydp.sim.observing import focal_plane_radius, schedule
 from skydp.sim.presets import get_preset
@@ -359,3 +361,16 @@ def test_incremental_visit_by_visit_equals_from_scratch():
     rebuilt = dia_object_table(history)
     assert rebuilt.column("diaObjectId").equals(objects.column("diaObjectId"))
 
+
+
+def test_candidate_search_finds_every_pair_in_crowded_places():
+    # 40 objects within 1.5" of each other and sources among them: every pair within the radius must
+    # be found, also for sources with more neighbours than the k-nearest query returns
+    rng = np.random.default_rng(2)
+    objects = unit_vectors(10 + rng.normal(0, 0.5, 40) / 3600, 20 + rng.normal(0, 0.5, 40) / 3600)
+    sources = unit_vectors(10 + rng.normal(0, 0.5, 15) / 3600, 20 + rng.normal(0, 0.5, 15) / 3600)
+    radius = chord(1.0)
+    s, o = pairs_within(cKDTree(objects), sources, radius)
+    expected = {(i, j) for i in range(15) for j in range(40) if np.linalg.norm(sources[i] - objects[j]) <= radius}
+    assert set(zip(s.tolist(), o.tolist())) == expected
+    assert max(np.bincount(s)) > 8

@@ -18,7 +18,7 @@ from skydp.association.matching import ARCSEC
 
 MARGIN_ARCSEC = 1.0
 _REBUILD_FRACTION = 0.1
-_NEAREST = 8  # objects per source from the k-nearest query; sources with more fall back to a ball query
+_NEAREST = 4  # objects per source from the k-nearest query; sources with more fall back to a ball query
 
 
 def chord(arcsec: float) -> float:
