@@ -66,7 +66,8 @@ def main() -> None:
     fwall, fcpu, _ = timed(lambda: signal.fftconvolve(image, kernel, mode="same"), args.repeat)
     print(f"one full-image FFT convolution (scipy.signal.fftconvolve, {kernel.shape[0]}^2 kernel): median {fwall:.2f} s "
           f"wall, {fcpu:.2f} s CPU")
-    print(f"ratio subtract_images / one FFT convolution: {wall / fwall:.1f}x (goal: <= 8 s on one core)")
+    print(f"ratio subtract_images / one FFT convolution: {wall / fwall:.1f}x wall, {cpu / fcpu:.1f}x CPU "
+          f"(goal: <= 8 s on one core)")
 
 
 if __name__ == "__main__":
