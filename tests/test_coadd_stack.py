@@ -113,4 +113,9 @@ def test_nanmedian_and_bin_means_match_numpy() -> None:
     counts = np.zeros((8, 10))
     counts[:7, :9] = usable
     np.testing.assert_allclose(cover, counts.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / 4)
+    var_sums = np.zeros((8, 10))
+    var_sums[:7, :9] = np.where(usable, 2 * image.astype(np.float64) ** 2, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_var = var_sums.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / counts.reshape(4, 2, 5, 2).sum(axis=(1, 3))
+    np.testing.assert_allclose(var, mean_var, rtol=1e-5, equal_nan=True)
     assert ClipConfig(bin_size=3).bin_size == 3
