@@ -231,17 +231,17 @@ def _grow(values: np.ndarray, radius: int) -> np.ndarray:
         pad[axis] = (radius, radius)
         acc = np.pad(out, pad)  # acc[i] = OR of padded[i : i + span] along the axis
         span = 1
-
-        def cut(a, lo, hi):
-            return a[lo:hi] if axis == 0 else a[:, lo:hi]
-
         while 2 * span <= width:
             n = acc.shape[axis]
-            acc = cut(acc, 0, n - span) | cut(acc, span, n)
+            acc = _slice(acc, axis, 0, n - span) | _slice(acc, axis, span, n)
             span *= 2
         n_out = out.shape[axis]
-        out = cut(acc, 0, n_out) | cut(acc, width - span, width - span + n_out)
+        out = _slice(acc, axis, 0, n_out) | _slice(acc, axis, width - span, width - span + n_out)
     return out
+
+
+def _slice(a: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
+    return a[lo:hi] if axis == 0 else a[:, lo:hi]
 
 
 def _carried(mask: Mask, grow: bool, radius: int, planes: dict[str, int]) -> np.ndarray:
