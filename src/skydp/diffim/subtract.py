@@ -79,8 +79,8 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
     star_x, star_y = select_kernel_stars(ref.image, ref.variance, fit_bad, sigma_ref, 2 * fit_half + 1,
                                          config.star_min_snr, config.star_max_snr, config.cell_size,
                                          config.stars_per_cell, config.max_stars)
-    solution = fit_matching_kernel(conv.image, ref.image, conv.variance, ref.variance, fit_bad, basis, star_x, star_y, fit_half,
-                                   config.spatial_kernel_order, config.spatial_background_order,
+    solution = fit_matching_kernel(conv.image, ref.image, conv.variance, ref.variance, fit_bad, basis, star_x,
+                                   star_y, fit_half, config.spatial_kernel_order, config.spatial_background_order,
                                    config.min_stars, config.clip_sigma, config.clip_iterations)
     kappa = solution.kernel_sum
     if not kappa > 0:
