@@ -48,11 +48,14 @@ def warp_to_patch(exposure: Exposure, patch: PatchInfo, directory: Path | None =
     if not np.isfinite(part.image).any():
         return None
     ny, nx = patch.shape
+    # a fresh directory per warp: file names from id() could repeat once an earlier object is freed,
+    # and re-opening a file with mode "w+" would overwrite the warp memory-mapped from it
+    own = Path(tempfile.mkdtemp(dir=directory)) if directory is not None else None
 
-    def plane(name: str, dtype: type, fill: float | int) -> np.ndarray:
-        if directory is None:
+    def plane(name: str, dtype: type, fill: float) -> np.ndarray:
+        if own is None:
             return np.full((ny, nx), fill, dtype)
-        array = np.lib.format.open_memmap(directory / f"{id(part)}_{name}.npy", mode="w+", dtype=dtype, shape=(ny, nx))
+        array = np.lib.format.open_memmap(own / f"{name}.npy", mode="w+", dtype=dtype, shape=(ny, nx))
         array[:] = fill
         return array
 
