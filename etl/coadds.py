@@ -95,7 +95,8 @@ def task(root: Path, unit: Unit) -> TaskResult:
         image, inputs = repo.staging_path(".fits"), repo.staging_path(".parquet")
         write_coadd(coadd, image, inputs)
         mjd = coadd.inputs["mjd"].to_numpy()
-        meta = {"n_inputs": coadd.inputs.num_rows, "band": band, "footprint": footprint(coadd.exposure),
+        meta = {"n_inputs": coadd.inputs.num_rows, "visits": sorted(set(coadd.inputs["visit"].to_pylist())),
+                "band": band, "footprint": footprint(coadd.exposure),
                 "t_min": float(mjd.min()), "t_max": float(mjd.max()),
                 "t_exptime": float(coadd.exposure.info.exptime)}
         outputs += [Output(dataset_type, unit.data_id, image, coadd_path(dataset_type, tract, patch, band), meta=meta),

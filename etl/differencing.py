@@ -35,8 +35,8 @@ def plan(repo: Repository) -> list[Unit]:
     units = []
     for image in processed_images(repo):
         patches = _covering_templates(image, templates)
-        if not patches:
-            continue
+        if not patches or {v for d in patches for v in d.meta.get("visits", [])} <= {image.visit}:
+            continue  # no template, or one made of this very visit: nothing to compare it with
         tract = patches[0].data_id["tract"]
         units.append(Unit({"visit": image.visit, "detector": image.detector},
                           (image.image.path, *(d.path for d in patches)),
