@@ -31,7 +31,7 @@ CREATE OR REPLACE MACRO _skydp_cone_cells(ra0, dec0, radius) AS TABLE
 -- view's 437 columns and this macro's subqueries) and the parsing of that file's Parquet footer
 -- (~0.7 MB for 17 row groups x 434 columns: 10-40 ms); `SET parquet_metadata_cache = true` keeps
 -- parsed footers for the session.  Catalog.cone computes the same pruning in Python and passes it
--- as constants (~10 ms less planning).
+-- as constants (less planning).
 CREATE OR REPLACE MACRO cone(tbl, ra0, dec0, radius) AS TABLE
     WITH cells AS (FROM _skydp_cone_cells(ra0, dec0, radius)),
     parts AS (
