@@ -78,4 +78,5 @@ def task(root: Path, unit: Unit) -> TaskResult:
         rows={"DiaObject": int(len(result.new_ids))}, seconds=time.perf_counter() - start)
 
 
-STAGE = Stage(name="associate", version=VERSION, output_type=DIA_SOURCE_TYPE, plan=plan, task=task)
+STAGE = Stage(name="associate", version=VERSION, output_type=DIA_SOURCE_TYPE, plan=plan, task=task,
+              other_outputs=(DIA_OBJECT_STATE_TYPE,))

@@ -105,4 +105,5 @@ def task(root: Path, unit: Unit) -> TaskResult:
     return TaskResult(outputs=outputs, seconds=time.perf_counter() - start)
 
 
-STAGE = Stage(name="coadd", version="1", output_type=DEEP_TYPE, plan=plan, task=task, per_detector=True)
+STAGE = Stage(name="coadd", version="1", output_type=DEEP_TYPE, plan=plan, task=task, per_detector=True,
+              other_outputs=(TEMPLATE_TYPE, DEEP_TYPE + INPUTS_SUFFIX, TEMPLATE_TYPE + INPUTS_SUFFIX))

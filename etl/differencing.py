@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from skydp import tables
 from skydp.coadd.mosaic import mosaic_patches
 from skydp.diffim import subtract_images
 from skydp.diffim.dia_sources import detect_dia_sources
@@ -78,13 +79,27 @@ def _image_meta(science: Exposure, unit: Unit) -> dict:
             "t_min": info.mjd, "t_max": info.mjd + info.exptime / 86400.0, "t_exptime": info.exptime}
 
 
+def _no_difference(repo: Repository, unit: Unit, science: Exposure, reason: str, start: float) -> TaskResult:
+    """An empty DiaSource fragment whose registry row says why the visit could not be differenced."""
+    visit, detector = unit.data_id["visit"], unit.data_id["detector"]
+    table_path = repo.staging_path(".parquet")
+    pq.write_table(tables.empty_table("DiaSource"), table_path)
+    relative = f"catalogs/dia_detections/{unit.day_obs}/{visit}/dia_detections_{visit}_det{detector:03d}.parquet"
+    meta = {"rows": 0, "band": science.info.band, "mjd": science.info.mjd_mid, "skipped": reason}
+    return TaskResult(outputs=[Output(DETECTION_TYPE, unit.data_id, table_path, relative, meta=meta)],
+                      seconds=time.perf_counter() - start)
+
+
 def task(root: Path, unit: Unit) -> TaskResult:
     start = time.perf_counter()
     repo = Repository(root)
     visit, detector = unit.data_id["visit"], unit.data_id["detector"]
     science = read_exposure(root / unit.inputs[0])
     template = template_for(science, root, unit.params["tract"], unit.params["patches"], list(unit.inputs[1:]))
-    difference = subtract_images(science, template)
+    try:
+        difference = subtract_images(science, template)
+    except ValueError as err:  # no usable matching kernel: recorded, and this visit has no difference image
+        return _no_difference(repo, unit, science, str(err), start)
     dia_sources = detect_dia_sources(difference, science)
 
     stem = f"{unit.day_obs}/{visit}/{{}}_{visit}_det{detector:03d}"
@@ -100,4 +115,5 @@ def task(root: Path, unit: Unit) -> TaskResult:
         rows={"DiaSource": dia_sources.num_rows}, seconds=time.perf_counter() - start)
 
 
-STAGE = Stage(name="difference", version="1", output_type=DETECTION_TYPE, plan=plan, task=task, per_detector=True)
+STAGE = Stage(name="difference", version="1", output_type=DETECTION_TYPE, plan=plan, task=task, per_detector=True,
+              other_outputs=(DIFFERENCE_TYPE,))

@@ -136,6 +136,17 @@ class Registry:
         ).fetchall()
         return [_to_dataset(r) for r in rows]
 
+    def forget_unplanned(self, dataset_types: tuple[str, ...], planned: list[dict[str, Any]]) -> int:
+        """Drop rows of these types whose data id no plan produces any more (their inputs changed so
+        that the unit vanished, e.g. a template that no longer covers a visit); returns how many."""
+        keep = {canonical_data_id(d) for d in planned}
+        gone = [(t, d) for t in dataset_types for (d,) in
+                self._conn.execute("SELECT data_id FROM datasets WHERE dataset_type = ?", (t,)).fetchall()
+                if d not in keep]
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM datasets WHERE dataset_type = ? AND data_id = ?", gone)
+        return len(gone)
+
     def start_run(self, command: str, started: str) -> int:
         with self.transaction() as conn:
             cur = conn.execute("INSERT INTO runs (started, command) VALUES (?, ?)", (started, command))

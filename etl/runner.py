@@ -128,6 +128,7 @@ def run(root: Path, stages: list[Stage], options: RunOptions | None = None, comm
             stage_report = StageReport(stage.name)
             start = time.perf_counter()
             units = stage.plan(repo)
+            repo.registry.forget_unplanned((stage.output_type, *stage.other_outputs), [u.data_id for u in units])
             if options.since is not None:
                 units = [u for u in units if u.day_obs is None or u.day_obs >= options.since]
             todo = pending(repo, stage, units, options.retry_failed)

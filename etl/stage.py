@@ -75,3 +75,4 @@ class Stage:
     plan: Callable[[Repository], list[Unit]]
     task: Callable[[Path, Unit], TaskResult]
     per_detector: bool = False  # runs in the process pool / on Spark
+    other_outputs: tuple[str, ...] = ()  # further dataset types a task writes under the unit's data id
