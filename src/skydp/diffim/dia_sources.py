@@ -158,7 +158,7 @@ def detect_dia_sources(diff: Difference, science: Exposure, config: DiffimConfig
     bbox_size = np.array([max(b[0].stop - b[0].start, b[1].stop - b[1].start) if b is not None else 0 for b in boxes])
 
     px, py = x + x0, y + y0
-    ra, dec, ra_err, dec_err, ra_dec_cov = _sky(exp, px, py, x_err, y_err, xy_cov)
+    ra, dec, ra_err, dec_err, ra_dec_cov = exp.pixel_to_sky_with_errors(px, py, x_err**2, y_err**2, xy_cov)
     sci = forced_photometry_xy(science, px, py, phases=FORCED_PHASES)
     tmpl = forced_photometry_xy(diff.matched_template, px, py, phases=FORCED_PHASES)
     info = exp.info
@@ -253,18 +253,3 @@ def _dipole_columns(exp: Exposure, image, variance, good, pos, neg, pairs, n: in
         cxy[r] = 0.25 * (c[0, 1] + c[0, 3] + c[2, 1] + c[2, 3])
     out.update(_x=cx, _y=cy, _x_err=ex, _y_err=ey, _xy_cov=cxy)
     return out
-
-
-def _sky(exp: Exposure, x, y, x_err, y_err, xy_cov):
-    """ra, dec and their errors (degrees; raErr of the RA coordinate) through the local WCS Jacobian."""
-    ra, dec = exp.pixel_to_sky(x, y)
-    h = 0.5
-    ra_x, dec_x = exp.pixel_to_sky(x + h, y)
-    ra_y, dec_y = exp.pixel_to_sky(x, y + h)
-    dra_x, dra_y = ((ra_x - ra + 180) % 360 - 180) / h, ((ra_y - ra + 180) % 360 - 180) / h
-    ddec_x, ddec_y = (dec_x - dec) / h, (dec_y - dec) / h
-    vxx, vyy, vxy = x_err**2, y_err**2, xy_cov
-    ra_err = np.sqrt(dra_x**2 * vxx + dra_y**2 * vyy + 2 * dra_x * dra_y * vxy)
-    dec_err = np.sqrt(ddec_x**2 * vxx + ddec_y**2 * vyy + 2 * ddec_x * ddec_y * vxy)
-    cov = dra_x * ddec_x * vxx + dra_y * ddec_y * vyy + (dra_x * ddec_y + dra_y * ddec_x) * vxy
-    return ra, dec, ra_err, dec_err, cov

@@ -70,6 +70,23 @@ class Exposure:
         ra, dec = self.wcs.all_pix2world(ax, ay, 0)
         return np.asarray(ra), np.asarray(dec)
 
+    def pixel_to_sky_with_errors(self, x: np.ndarray, y: np.ndarray, vxx: np.ndarray, vyy: np.ndarray,
+                                 vxy: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(ra, dec, raErr, decErr, ra_dec_Cov) of parent positions with pixel covariance (vxx, vyy, vxy),
+        through the local WCS Jacobian (finite differences of half a pixel).
+
+        raErr is the error of the RA coordinate itself (degrees of RA, as DP1's "Error in right
+        ascension"): the on-sky error is raErr * cos(dec); ra_dec_Cov uses the same convention.
+        """
+        ra, dec = self.pixel_to_sky(x, y)
+        h = 0.5
+        ra_x, dec_x = self.pixel_to_sky(x + h, y)
+        ra_y, dec_y = self.pixel_to_sky(x, y + h)
+        a, b = ((ra_x - ra + 180) % 360 - 180) / h, ((ra_y - ra + 180) % 360 - 180) / h
+        c, d = (dec_x - dec) / h, (dec_y - dec) / h
+        return (ra, dec, np.sqrt(a * a * vxx + b * b * vyy + 2 * a * b * vxy),
+                np.sqrt(c * c * vxx + d * d * vyy + 2 * c * d * vxy), a * c * vxx + b * d * vyy + (a * d + b * c) * vxy)
+
     def sky_to_pixel(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Parent pixel (x, y) of sky positions (degrees); NaN where the SIP inversion diverges."""
         ax, ay = sky_to_array(self.wcs, ra, dec)

@@ -222,21 +222,9 @@ def _epoch(inputs: pa.Table, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _sky_coordinates(exp: Exposure, x: np.ndarray, y: np.ndarray, vxx: np.ndarray, vyy: np.ndarray,
                      vxy: np.ndarray) -> dict[str, np.ndarray]:
-    """coord_ra/dec and the covariance of (ra, dec) through the local WCS Jacobian (parent pixels).
-
-    As for Sources, coord_raErr is the error of the RA coordinate itself (on-sky error x cos dec).
-    """
-    ra, dec = exp.pixel_to_sky(x, y)
-    h = 0.5
-    ra_x, dec_x = exp.pixel_to_sky(x + h, y)
-    ra_y, dec_y = exp.pixel_to_sky(x, y + h)
-    a, b = ((ra_x - ra + 180) % 360 - 180) / h, ((ra_y - ra + 180) % 360 - 180) / h
-    c, d = (dec_x - dec) / h, (dec_y - dec) / h
-    vxy = np.nan_to_num(vxy, nan=0.0)
-    return {"coord_ra": ra, "coord_dec": dec,
-            "coord_raErr": np.sqrt(a * a * vxx + b * b * vyy + 2 * a * b * vxy),
-            "coord_decErr": np.sqrt(c * c * vxx + d * d * vyy + 2 * c * d * vxy),
-            "coord_ra_dec_Cov": a * c * vxx + b * d * vyy + (a * d + b * c) * vxy}
+    """coord_ra/dec and the covariance of (ra, dec), as for Sources (Exposure.pixel_to_sky_with_errors)."""
+    values = exp.pixel_to_sky_with_errors(x, y, vxx, vyy, np.nan_to_num(vxy, nan=0.0))
+    return dict(zip(("coord_ra", "coord_dec", "coord_raErr", "coord_decErr", "coord_ra_dec_Cov"), values))
 
 
 def _family_columns(found: Footprints, groups: RowGroups, patch: PatchInfo, skymap: SkyMap, ra: np.ndarray,

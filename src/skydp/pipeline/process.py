@@ -367,24 +367,9 @@ def _classify(cols: dict, config: SingleVisitConfig) -> None:
 
 
 def _sky_coordinates(exp: Exposure, cols: dict) -> None:
-    """ra/dec, coord_ra/coord_dec and their errors through the local WCS Jacobian.
-
-    raErr is the error of the RA coordinate itself (degrees of RA, as DP1's "Error in right
-    ascension", UCD stat.error;pos.eq.ra): the on-sky error is raErr * cos(dec). ra_dec_Cov uses the
-    same convention, so (raErr, decErr, ra_dec_Cov) is the covariance of the (ra, dec) pair.
-    """
-    x, y = cols["x"], cols["y"]
-    ra, dec = exp.pixel_to_sky(x, y)
-    h = 0.5
-    ra_x, dec_x = exp.pixel_to_sky(x + h, y)
-    ra_y, dec_y = exp.pixel_to_sky(x, y + h)
-    dra_x = ((ra_x - ra + 180) % 360 - 180) / h
-    dra_y = ((ra_y - ra + 180) % 360 - 180) / h
-    ddec_x, ddec_y = (dec_x - dec) / h, (dec_y - dec) / h
-    vxx, vyy, vxy = cols["xErr"] ** 2, cols["yErr"] ** 2, cols.pop("_xy_cov")
-    cols["raErr"] = np.sqrt(dra_x**2 * vxx + dra_y**2 * vyy + 2 * dra_x * dra_y * vxy)
-    cols["decErr"] = np.sqrt(ddec_x**2 * vxx + ddec_y**2 * vyy + 2 * ddec_x * ddec_y * vxy)
-    cols["ra_dec_Cov"] = dra_x * ddec_x * vxx + dra_y * ddec_y * vyy + (dra_x * ddec_y + dra_y * ddec_x) * vxy
+    """ra/dec, coord_ra/coord_dec and their errors (see Exposure.pixel_to_sky_with_errors)."""
+    ra, dec, cols["raErr"], cols["decErr"], cols["ra_dec_Cov"] = exp.pixel_to_sky_with_errors(
+        cols["x"], cols["y"], cols["xErr"] ** 2, cols["yErr"] ** 2, cols.pop("_xy_cov"))
     cols["ra"] = cols["coord_ra"] = ra
     cols["dec"] = cols["coord_dec"] = dec
     cols.pop("_psf_chi2")
