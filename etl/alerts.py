@@ -11,13 +11,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from skydp.alerts import visit_alerts, write_alerts
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
 from skydp.etl.differencing import DETECTION_TYPE, DIFFERENCE_TYPE, template_for
 from skydp.etl.forced import FORCED_DIA_TYPE
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
-from skydp.alerts import visit_alerts, write_alerts
 from skydp.exposure import read_exposure
 from skydp.ids import split_visit_id
 from skydp.warp import warp_exposure

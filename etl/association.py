@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from skydp.association import associate
 from skydp.etl.differencing import DETECTION_TYPE
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
-from skydp.association import associate
 from skydp.ids import split_visit_id
 
 DIA_SOURCE_TYPE = "dia_source_catalog"
@@ -75,7 +75,7 @@ def task(root: Path, unit: Unit) -> TaskResult:
                         meta={"rows": result.dia_sources.num_rows}),
                  Output(DIA_OBJECT_STATE_TYPE, unit.data_id, state_path, dia_object_state_path(visit),
                         meta={"rows": after.num_rows, "touched": updated.num_rows})],
-        rows={"DiaObject": len(result.new_ids)}, seconds=time.perf_counter() - start)
+        rows={"DiaObject": int(len(result.new_ids))}, seconds=time.perf_counter() - start)
 
 
 STAGE = Stage(name="associate", version=VERSION, output_type=DIA_SOURCE_TYPE, plan=plan, task=task,

@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from skydp.coadd import build_patch_coadd, select_template_visits
+from skydp.coadd.io import write_coadd
 from skydp.etl.image_metadata import footprint
 from skydp.etl.processed import processed_images
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
-from skydp.coadd import build_patch_coadd, select_template_visits
-from skydp.coadd.io import write_coadd
 from skydp.skymap import DEFAULT_SKYMAP, PatchInfo
 
 DEEP_TYPE = "deep_coadd"

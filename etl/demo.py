@@ -15,7 +15,6 @@ from skydp.etl.ingest import ingest
 from skydp.etl.pipeline import STAGES
 from skydp.etl.repository import MARKER, Repository
 from skydp.etl.runner import RunOptions, RunReport, run
-
 from skydp.sim import simulate
 from skydp.store import Catalog
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from skydp.etl.coadds import TEMPLATE_TYPE
-from skydp.etl.image_metadata import footprint
-from skydp.etl.processed import ProcessedImage, processed_images
-from skydp.etl.repository import Repository
-from skydp.etl.stage import Output, Stage, TaskResult, Unit
 
 from skydp import tables
 from skydp.coadd.mosaic import mosaic_patches
 from skydp.diffim import subtract_images
 from skydp.diffim.dia_sources import detect_dia_sources
+from skydp.etl.coadds import TEMPLATE_TYPE
+from skydp.etl.image_metadata import footprint
+from skydp.etl.processed import ProcessedImage, processed_images
+from skydp.etl.repository import Repository
+from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.exposure import Exposure, read_exposure, write_exposure
 from skydp.ids import pack_visit_detector
 from skydp.skymap import DEFAULT_SKYMAP

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE
 from skydp.etl.differencing import DIFFERENCE_TYPE
 from skydp.etl.objects import OBJECT_TYPE
 from skydp.etl.processed import inside_corners, processed_images
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
 from skydp.exposure import read_exposure
 from skydp.forced import forced_dia_table, forced_source_table
 from skydp.skymap import DEFAULT_SKYMAP

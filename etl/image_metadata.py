@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from skydp.etl.registry import Dataset
 
 from skydp import tables
+from skydp.etl.registry import Dataset
 from skydp.exposure import Exposure
 from skydp.ids import N_PATCHES
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
-from skydp.etl.repository import Repository, sha256_of
 
+from skydp.etl.repository import Repository, sha256_of
 from skydp.exposure import Exposure, ExposureFormatError, read_exposure
 
 INPUT_TYPE = "input_image"

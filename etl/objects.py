@@ -7,11 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from skydp.coadd.io import read_coadd
 from skydp.etl.coadds import DEEP_TYPE, INPUTS_SUFFIX, sub_patch
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
-from skydp.coadd.io import read_coadd
 from skydp.objects import measure_objects
 from skydp.skymap import DEFAULT_SKYMAP
 

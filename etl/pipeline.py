@@ -1,15 +1,6 @@
 """The stages `skydp run` executes, in dependency order."""
 
-from skydp.etl import (
-          alerts,
-          association,
-          coadds,
-          differencing,
-          forced,
-          objects,
-          publish,
-          single_visit,
-)
+from skydp.etl import alerts, association, coadds, differencing, forced, objects, publish, single_visit
 
 STAGES = [single_visit.STAGE, coadds.STAGE, objects.STAGE, differencing.STAGE, association.STAGE, forced.FORCED,
           forced.FORCED_DIA, alerts.STAGE, publish.PUBLISH, publish.DATABASE]

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from skydp.etl.registry import Dataset
 from skydp.etl.repository import Repository
 from skydp.etl.single_visit import SOURCE_TYPE, VISIT_IMAGE_TYPE
-
 from skydp.ids import split_visit_id
 
 CORNERS = ("llc", "ulc", "urc", "lrc")

@@ -15,26 +15,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from skydp import tables
+from skydp.etl.faults import checkpoint
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
 from skydp.etl.coadds import DEEP_TYPE, TEMPLATE_TYPE
 from skydp.etl.differencing import DIFFERENCE_TYPE
-from skydp.etl.faults import checkpoint
 from skydp.etl.forced import FORCED_DIA_TYPE, FORCED_TYPE
-from skydp.etl.image_metadata import (
-    derived_image_row,
-    image_metadata_table,
-    visit_image_row,
-)
+from skydp.etl.image_metadata import derived_image_row, image_metadata_table, visit_image_row
 from skydp.etl.ingest import INPUT_TYPE
 from skydp.etl.objects import OBJECT_TYPE
 from skydp.etl.registry import Dataset
 from skydp.etl.repository import Repository
-from skydp.etl.single_visit import SOURCE_TYPE, VISIT_IMAGE_TYPE
 from skydp.etl.snapshots import make_snapshot, prune_snapshots
+from skydp.etl.single_visit import SOURCE_TYPE, VISIT_IMAGE_TYPE
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.etl.visit_tables import ccd_visit_table, visit_table
-
-from skydp import tables
 from skydp.objects import match_sources_to_objects
 from skydp.store import build_database, write_hats
 

@@ -20,7 +20,6 @@ from skydp.etl.faults import checkpoint
 from skydp.etl.lock import run_lock
 from skydp.etl.repository import Repository, sha256_of
 from skydp.etl.stage import Stage, TaskResult, Unit
-
 from skydp.progress import ProgressBar
 
 
@@ -119,7 +118,7 @@ def run(root: Path, stages: list[Stage], options: RunOptions | None = None, comm
     options = options or RunOptions()
     with run_lock(root), Repository(root) as repo:
         repo.clear_staging()
-        now = datetime.datetime.now(datetime.UTC)
+        now = datetime.datetime.now(datetime.timezone.utc)
         run_id = repo.registry.start_run(command, now.isoformat())
         log_path = repo.path(f"logs/run-{run_id:05d}-{now:%Y%m%dT%H%M%S}.log")
         logger = _logger(log_path)
@@ -158,7 +157,7 @@ def run(root: Path, stages: list[Stage], options: RunOptions | None = None, comm
             stage_report.seconds = time.perf_counter() - start
             report.stages.append(stage_report)
         status = "ok" if report.ok else "failed"
-        repo.registry.finish_run(run_id, datetime.datetime.now(datetime.UTC).isoformat(), status)
+        repo.registry.finish_run(run_id, datetime.datetime.now(datetime.timezone.utc).isoformat(), status)
         logger.info("run %d finished: %s\n%s", run_id, status, report.table())
         for handler in list(logger.handlers):
             handler.close()

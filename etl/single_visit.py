@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.io import fits
+
 from skydp.etl.faults import checkpoint
 from skydp.etl.ingest import INPUT_TYPE
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-
 from skydp.exposure import read_exposure, write_exposure
 from skydp.pipeline import Background, combine_snaps, process_visit_image
 

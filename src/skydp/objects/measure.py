@@ -24,12 +24,7 @@ import pyarrow as pa
 from skydp import ids, tables
 from skydp.coadd import Coadd
 from skydp.exposure import Exposure
-from skydp.objects.band_measurement import (
-    BandMeasurer,
-    Ellipse,
-    RowGroups,
-    apply_aperture_correction,
-)
+from skydp.objects.band_measurement import BandMeasurer, Ellipse, RowGroups, apply_aperture_correction
 from skydp.objects.config import REF_BAND_PRIORITY, ObjectConfig
 from skydp.objects.detection import detect_objects, prepare_band
 from skydp.pipeline.detection import Footprints

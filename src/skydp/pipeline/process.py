@@ -13,23 +13,9 @@ from skydp.exposure import Exposure, Mask
 from skydp.pipeline.aperture_correction import fit_aperture_correction
 from skydp.pipeline.apertures import ApertureSummer, local_background
 from skydp.pipeline.background import Background, estimate_background, masked_mesh_mean
-from skydp.pipeline.config import (
-    APERTURE_RADII,
-    CALIB_APERTURE_RADIUS,
-    SingleVisitConfig,
-)
-from skydp.pipeline.cosmic_rays import (
-    find_cosmic_rays,
-    interpolate_over,
-    psf_sharpness_ratios,
-)
-from skydp.pipeline.detection import (
-    Footprints,
-    detect,
-    disk_dilate,
-    gaussian_kernel_1d,
-    snr_image,
-)
+from skydp.pipeline.config import APERTURE_RADII, CALIB_APERTURE_RADIUS, SingleVisitConfig
+from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_sharpness_ratios
+from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_kernel_1d, snr_image
 from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_mask_bits, pixel_flags
 from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaussian_psf
