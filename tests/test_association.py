@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from astropy.stats import median_absolute_deviation
-from scipy.optimize import lsq_linear
+from scipy.optimize import linear_sum_assignment, lsq_linear
 from scipy.spatial import cKDTree
 from scipy.stats import skew
 
 from skydp import tables
 from skydp.association import associate, dia_object_table, update_dia_objects
-from skydp.association.matching import unit_vectors
+from skydp.association.matching import match_one_to_one, unit_vectors
 from skydp.association.object_state import chord, pairs_within
 from skydp.ids import source_id
 from skydp.sim.observing import focal_plane_radius, schedule
@@ -187,6 +187,29 @@ def test_one_to_one_keeps_both_matches_where_nearest_greedy_loses_one():
     res1 = associate(second, res0.dia_objects, history=res0.dia_sources)
     assert res1.dia_sources.column("diaObjectId").to_pylist() == [b_id, a_id]
     assert res1.new_ids.size == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_to_one_matching_is_the_global_optimum(seed):
+    # random sparse candidate graphs with isolated pairs, stars and larger conflicted components:
+    # the matching must have the maximum number of pairs and, among those, the minimum summed
+    # cost, as a dense linear_sum_assignment over the whole problem (independent of components)
+    rng = np.random.default_rng(seed)
+    n_src, n_obj = 60, 50
+    pairs = {(int(rng.integers(n_src)), int(rng.integers(n_obj))) for _ in range(90)}
+    src, obj = (np.array(v, np.int64) for v in zip(*sorted(pairs)))
+    cost = rng.uniform(-5, 5, src.size)
+    ms, mo = match_one_to_one(src, obj, cost, n_src, n_obj)
+    assert np.unique(ms).size == ms.size and np.unique(mo).size == mo.size
+    lookup = {(s, o): c for s, o, c in zip(src, obj, cost)}
+    assert all((s, o) in lookup for s, o in zip(ms, mo))
+    # big constant per non-candidate cell: any extra real pair beats every cost difference
+    dense = np.full((n_src, n_obj), 1e6)
+    dense[src, obj] = cost
+    rows, cols = linear_sum_assignment(dense)
+    real = dense[rows, cols] < 1e6
+    assert ms.size == real.sum()
+    assert sum(lookup[(s, o)] for s, o in zip(ms, mo)) == pytest.approx(dense[rows[real], cols[real]].sum(), abs=1e-9)
 
 
 def test_error_aware_cost_prefers_the_likelier_object():

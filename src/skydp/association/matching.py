@@ -8,9 +8,10 @@ Each candidate is scored by the 2-D Gaussian negative log-likelihood of the tang
 current LSST ap_association HEAD does). The one-to-one assignment then maximises the number of
 matched pairs and, among those, minimises the summed cost: components of the candidate graph
 with a single pair (nearly all of them for isolated transients) are accepted directly, vectorised;
-the few conflicted components are solved exactly with scipy.optimize.linear_sum_assignment on
-their small dense cost matrices. This is optimal within each component, unlike the DP1-era
-greedy handshake, which can leave a source unmatched because its nearest object was taken by a
+conflicted components that are stars (one source with several candidate objects, or one object
+with several candidate sources) take their cheapest pair, also vectorised; the rare others are
+solved exactly with scipy.optimize.linear_sum_assignment on their small dense cost matrices.
+This is optimal within each component, unlike the DP1-era greedy handshake, which can leave a source unmatched because its nearest object was taken by a
 neighbour that had another candidate.
 """
 
@@ -66,20 +67,29 @@ def match_one_to_one(
     keep_src, keep_obj = [src[simple]], [obj[simple]]
     if not simple.all():
         c_src, c_obj, c_cost = src[~simple], obj[~simple], cost[~simple]
-        # bipartite graph: nodes 0..n_sources-1 are sources, n_sources.. are objects
-        n_nodes = n_sources + n_objects
-        graph = coo_matrix((np.ones(c_src.size), (c_src, n_sources + c_obj)), shape=(n_nodes, n_nodes))
-        _, label = connected_components(graph, directed=False)
-        comp = label[c_src]
-        order = np.argsort(comp, kind="stable")
-        bounds = np.flatnonzero(np.diff(comp[order])) + 1
-        for members in np.split(order, bounds):
-            s_ids, s_local = np.unique(c_src[members], return_inverse=True)
-            o_ids, o_local = np.unique(c_obj[members], return_inverse=True)
-            matrix = np.full((s_ids.size, o_ids.size), _NOT_A_CANDIDATE)
+        # bipartite graph of the conflicted pairs: nodes 0..ns-1 are their sources, ns.. their objects
+        s_ids, s_node = np.unique(c_src, return_inverse=True)
+        o_ids, o_node = np.unique(c_obj, return_inverse=True)
+        ns, n_nodes = s_ids.size, s_ids.size + o_ids.size
+        graph = coo_matrix((np.ones(c_src.size), (s_node, ns + o_node)), shape=(n_nodes, n_nodes))
+        n_comp, label = connected_components(graph, directed=False)
+        # a star (one source or one object: nearly every conflict) matches one pair, its cheapest
+        star = (np.bincount(label[:ns], minlength=n_comp) == 1) | (np.bincount(label[ns:], minlength=n_comp) == 1)
+        comp = label[s_node]
+        order = np.lexsort((c_cost, comp))  # by component, cheapest pair first
+        start = np.flatnonzero(np.concatenate([[True], comp[order][1:] != comp[order][:-1]]))
+        cheapest = order[start[star[comp[order[start]]]]]
+        keep_src.append(c_src[cheapest])
+        keep_obj.append(c_obj[cheapest])
+        bounds = np.append(start, order.size)
+        for k in np.flatnonzero(~star[comp[order[start]]]):
+            members = order[bounds[k]:bounds[k + 1]]
+            rows_ids, s_local = np.unique(c_src[members], return_inverse=True)
+            cols_ids, o_local = np.unique(c_obj[members], return_inverse=True)
+            matrix = np.full((rows_ids.size, cols_ids.size), _NOT_A_CANDIDATE)
             matrix[s_local, o_local] = c_cost[members]
             rows, cols = linear_sum_assignment(matrix)
             real = matrix[rows, cols] < _NOT_A_CANDIDATE
-            keep_src.append(s_ids[rows[real]])
-            keep_obj.append(o_ids[cols[real]])
+            keep_src.append(rows_ids[rows[real]])
+            keep_obj.append(cols_ids[cols[real]])
     return np.concatenate(keep_src), np.concatenate(keep_obj)

