@@ -13,8 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skydp.alerts import visit_alerts, write_alerts
+from skydp.diffim.recreate import load_difference
+from skydp.diffim.template import template_for
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
-from skydp.etl.differencing import DETECTION_TYPE, DIFFERENCE_TYPE, template_for
+from skydp.etl.differencing import DETECTION_TYPE, DIFFERENCE_TYPE
 from skydp.etl.forced import FORCED_DIA_TYPE
 from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
@@ -58,9 +60,10 @@ def task(root: Path, unit: Unit) -> TaskResult:
     n_sources = unit.params["n_sources"]
     dia_sources = pq.read_table(root / sources_path)
     dia_sources = dia_sources.filter(pc.equal(dia_sources["detector"], detector))
-    science, difference = read_exposure(root / science_path), read_exposure(root / difference_path)
+    science, difference = read_exposure(root / science_path), load_difference(root, difference_path)
     template = unit.params["template"]
-    matched = warp_exposure(template_for(science, root, template["tract"], template["patches"], template["paths"]),
+    matched = warp_exposure(template_for(science, template["tract"], template["patches"],
+                                         [root / p for p in template["paths"]]),
                             science.wcs, science.shape, science.xy0)
     matched.info = replace(matched.info, rotpa=science.info.rotpa)  # now on the science grid
     alerts = visit_alerts(dia_sources, pq.read_table(root / state_path),

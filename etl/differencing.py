@@ -1,5 +1,12 @@
 """The difference stage: per (visit, detector), subtract the matched template_coadd from the visit
-image and detect DiaSources (associated to DiaObjects later, a visit at a time)."""
+image and detect DiaSources (associated to DiaObjects later, a visit at a time).
+
+Each difference image is written with its recipe beside it (skydp.diffim.recreate). In a repository
+whose policy is ``drop_difference_images`` the ``drop_differences`` stage, after every stage that reads
+the pixels, deletes the FITS files; later readers (forced photometry of old visits on new DiaObjects,
+``Catalog.image``) recreate them. Registry rows keep the checksum of the original FITS, so nothing
+downstream looks changed or missing to the runner.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,23 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from skydp import tables
-from skydp.coadd.mosaic import mosaic_patches
-from skydp.diffim import subtract_images
-from skydp.diffim.dia_sources import detect_dia_sources
+from skydp.diffim.recreate import DifferenceRecipe, RecipeFile, read_recipe, recipe_path, write_recipe
 from skydp.etl.coadds import TEMPLATE_TYPE
 from skydp.etl.image_metadata import footprint
 from skydp.etl.processed import ProcessedImage, processed_images
-from skydp.etl.repository import Repository
+from skydp.etl.repository import Repository, sha256_of
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
-from skydp.exposure import Exposure, read_exposure, write_exposure
-from skydp.ids import pack_visit_detector
+from skydp.exposure import Exposure, write_exposure
+from skydp.ids import pack_visit_detector, split_visit_id
 from skydp.skymap import DEFAULT_SKYMAP
 
 DIFFERENCE_TYPE = "difference_image"
+RECIPE_TYPE = "difference_recipe"  # the JSON recipe beside each difference image
+DROPPED_TYPE = "difference_image_dropped"  # marker: the FITS was deleted, the recipe recreates it
 DETECTION_TYPE = "dia_source_detections"  # DiaSources of one detector before association
-TEMPLATE_MARGIN = 64  # px of template kept around the detector for the matching kernel and the warp
 
 
 def plan(repo: Repository) -> list[Unit]:
@@ -59,17 +64,6 @@ def _covering_templates(image: ProcessedImage, templates: dict) -> list:
     return sorted(by_tract[best], key=lambda d: d.data_id["patch"])
 
 
-def template_for(science: Exposure, root: Path, tract: int, patches: list[int], paths: list[str]) -> Exposure:
-    """The template patches mosaicked on their tract grid, cut to the science image's footprint."""
-    infos = [DEFAULT_SKYMAP.patch_info(tract, p) for p in patches]
-    ra, dec = science.corners()
-    x, y = infos[0].wcs.world_to_pixel_values(ra, dec)
-    x, y = np.asarray(x) + infos[0].xy0[0], np.asarray(y) + infos[0].xy0[1]
-    bbox = (int(np.floor(x.min())) - TEMPLATE_MARGIN, int(np.floor(y.min())) - TEMPLATE_MARGIN,
-            int(np.ceil(x.max())) + TEMPLATE_MARGIN, int(np.ceil(y.max())) + TEMPLATE_MARGIN)
-    return mosaic_patches([(info, read_exposure(root / p)) for info, p in zip(infos, paths)], bbox)
-
-
 def _image_meta(science: Exposure, unit: Unit) -> dict:
     info = science.info
     return {"ccdVisitId": pack_visit_detector(info.visit, info.detector), "band": info.band,
@@ -90,30 +84,75 @@ def _no_difference(repo: Repository, unit: Unit, science: Exposure, reason: str,
                       seconds=time.perf_counter() - start)
 
 
+def recipe_of(unit: Unit) -> DifferenceRecipe:
+    """The recipe of a unit: its science image, template patches and their registry checksums."""
+    science = RecipeFile(unit.inputs[0], unit.checksums[0])
+    templates = tuple(RecipeFile(p, c) for p, c in zip(unit.inputs[1:], unit.checksums[1:]))
+    return DifferenceRecipe(science, templates, unit.params["tract"], tuple(unit.params["patches"]))
+
+
 def task(root: Path, unit: Unit) -> TaskResult:
     start = time.perf_counter()
     repo = Repository(root)
     visit, detector = unit.data_id["visit"], unit.data_id["detector"]
-    science = read_exposure(root / unit.inputs[0])
-    template = template_for(science, root, unit.params["tract"], unit.params["patches"], list(unit.inputs[1:]))
+    recipe = recipe_of(unit)
+    science, template = recipe.inputs(root)
     try:
-        difference = subtract_images(science, template)
+        difference, dia_sources = recipe.run(science, template)
     except ValueError as err:  # no usable matching kernel: recorded, and this visit has no difference image
         return _no_difference(repo, unit, science, str(err), start)
-    dia_sources = detect_dia_sources(difference, science)
 
     stem = f"{unit.day_obs}/{visit}/{{}}_{visit}_det{detector:03d}"
+    relative = f"images/difference_image/{stem.format('difference_image')}.fits"
     image_path = repo.staging_path(".fits")
     write_exposure(difference.difference, image_path)
+    staged_recipe = repo.staging_path(".json")
+    write_recipe(recipe.with_image(relative, sha256_of(image_path)), staged_recipe)
     table_path = repo.staging_path(".parquet")
     pq.write_table(dia_sources, table_path)
     return TaskResult(
-        outputs=[Output(DIFFERENCE_TYPE, unit.data_id, image_path, f"images/difference_image/{stem.format('difference_image')}.fits",
-                        meta=_image_meta(science, unit)),
+        outputs=[Output(DIFFERENCE_TYPE, unit.data_id, image_path, relative, meta=_image_meta(science, unit)),
+                 Output(RECIPE_TYPE, unit.data_id, staged_recipe, recipe_path(relative).as_posix(),
+                        meta={"image": relative}),
                  Output(DETECTION_TYPE, unit.data_id, table_path, f"catalogs/dia_detections/{stem.format('dia_detections')}.parquet",
                         meta={"rows": dia_sources.num_rows, "band": science.info.band, "mjd": science.info.mjd_mid})],
         rows={"DiaSource": dia_sources.num_rows}, seconds=time.perf_counter() - start)
 
 
+def plan_drop(repo: Repository) -> list[Unit]:
+    """With the drop_difference_images policy, one unit per difference image that has a recipe
+    (images made before recipes existed are kept). Inputs: the image and its recipe."""
+    if not repo.drop_difference_images:
+        return []
+    recipes = {(d.data_id["visit"], d.data_id["detector"]): d for d in repo.registry.find(RECIPE_TYPE, status="ok")}
+    units = []
+    for image in repo.registry.find(DIFFERENCE_TYPE, status="ok"):
+        recipe = recipes.get((image.data_id["visit"], image.data_id["detector"]))
+        if recipe is not None:
+            units.append(Unit(image.data_id, (image.path, recipe.path), (image.sha256, recipe.sha256),
+                              day_obs=split_visit_id(image.data_id["visit"])[0]))
+    return units
+
+
+def task_drop(root: Path, unit: Unit) -> TaskResult:
+    """Delete one difference FITS after checking that its recipe is the registered one, describes this
+    very image, and that every input it names is present and unchanged (so it can be recreated).
+
+    The only task that removes a file outside tmp/: deleting is idempotent, so a run killed between
+    the deletion and the commit just repeats it.
+    """
+    start = time.perf_counter()
+    image_path, recipe_file = unit.inputs
+    if sha256_of(root / recipe_file) != unit.checksums[1]:
+        raise ValueError(f"{root / recipe_file}: changed since it was registered; {image_path} kept")
+    recipe = read_recipe(root / recipe_file)
+    if recipe.image != RecipeFile(image_path, unit.checksums[0]):
+        raise ValueError(f"{root / recipe_file}: describes {recipe.image}, not {image_path}; kept")
+    recipe.check_inputs(root, str(root / recipe_file))
+    (root / image_path).unlink(missing_ok=True)
+    return TaskResult(seconds=time.perf_counter() - start)
+
+
 STAGE = Stage(name="difference", version="1", output_type=DETECTION_TYPE, plan=plan, task=task, per_detector=True,
-              other_outputs=(DIFFERENCE_TYPE,))
+              other_outputs=(DIFFERENCE_TYPE, RECIPE_TYPE))
+DROP = Stage(name="drop_differences", version="1", output_type=DROPPED_TYPE, plan=plan_drop, task=task_drop)

@@ -1,6 +1,7 @@
 """The forced-photometry stages: per (visit, detector), PSF fluxes on the visit image and its
 difference image at every Object position (ForcedSource) and every DiaObject position
-(ForcedSourceOnDiaObject) the detector covers."""
+(ForcedSourceOnDiaObject) the detector covers. A difference image dropped by the repository's policy
+is recreated from its recipe (new DiaObjects need the old visits' difference images)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skydp.diffim.recreate import load_difference
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE
 from skydp.etl.differencing import DIFFERENCE_TYPE
 from skydp.etl.objects import OBJECT_TYPE
@@ -88,7 +90,7 @@ def _on_image(table: pa.Table, corners: list | tuple) -> pa.Table:
 
 def _images(root: Path, unit: Unit):
     visit_image = read_exposure(root / unit.inputs[0])
-    difference = read_exposure(root / unit.inputs[1]) if unit.params["difference"] else None
+    difference = load_difference(root, unit.inputs[1]) if unit.params["difference"] else None
     return visit_image, difference, 2 if unit.params["difference"] else 1
 
 

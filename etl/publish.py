@@ -9,6 +9,7 @@ scratch.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from skydp import tables
 from skydp.etl.faults import checkpoint
 from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
 from skydp.etl.coadds import DEEP_TYPE, TEMPLATE_TYPE
-from skydp.etl.differencing import DIFFERENCE_TYPE
+from skydp.etl.differencing import DIFFERENCE_TYPE, DROPPED_TYPE, RECIPE_TYPE
 from skydp.etl.forced import FORCED_DIA_TYPE, FORCED_TYPE
 from skydp.etl.image_metadata import derived_image_row, image_metadata_table, visit_image_row
 from skydp.etl.ingest import INPUT_TYPE
@@ -50,11 +51,31 @@ def _fragments_unit(repo: Repository, types: tuple[str, ...]) -> list[Unit]:
 
 
 def plan_publish(repo: Repository) -> list[Unit]:
-    unit = _fragments_unit(repo, (*FRAGMENTS, VISIT_IMAGE_TYPE, *DERIVED_IMAGES))[0]
+    unit = _fragments_unit(repo, (*FRAGMENTS, VISIT_IMAGE_TYPE, *DERIVED_IMAGES, RECIPE_TYPE))[0]
+    dropped = _dropped(repo)
+    params = {"dropped_difference_images": sorted(dropped)} if dropped else {}
     state = latest_dia_objects(repo)
     if state is None:
-        return [unit]
-    return [Unit(unit.data_id, unit.inputs + (state.path,), unit.checksums + (state.sha256,))]
+        return [Unit(unit.data_id, unit.inputs, unit.checksums, params=params)]
+    return [Unit(unit.data_id, unit.inputs + (state.path,), unit.checksums + (state.sha256,), params=params)]
+
+
+def _dropped(repo: Repository) -> set[tuple[int, int]]:
+    """(visit, detector) of the difference images kept only as recipes."""
+    return {(d.data_id["visit"], d.data_id["detector"]) for d in repo.registry.find(DROPPED_TYPE, status="ok")}
+
+
+def _difference_images(repo: Repository, dropped: set[tuple[int, int]]) -> list[Dataset]:
+    """Difference image rows; a dropped image is listed by its recipe (path and checksum), which
+    ``Catalog.image`` recreates it from."""
+    recipes = {(d.data_id["visit"], d.data_id["detector"]): d for d in repo.registry.find(RECIPE_TYPE, status="ok")}
+    out = []
+    for image in repo.registry.find(DIFFERENCE_TYPE, status="ok"):
+        key = (image.data_id["visit"], image.data_id["detector"])
+        if key in dropped:
+            image = dataclasses.replace(image, path=recipes[key].path, sha256=recipes[key].sha256)
+        out.append(image)
+    return out
 
 
 def latest_dia_objects(repo: Repository) -> Dataset | None:
@@ -106,7 +127,9 @@ def task_publish(root: Path, unit: Unit) -> TaskResult:
     images = [visit_image_row(d, by_ccd[(d.data_id["visit"], d.data_id["detector"])], instrument[d.data_id["visit"]])
               for d in registry.find(VISIT_IMAGE_TYPE, status="ok")
               if (d.data_id["visit"], d.data_id["detector"]) in by_ccd]
-    images += [derived_image_row(d, d.meta) for t in DERIVED_IMAGES for d in registry.find(t, status="ok")]
+    dropped = {tuple(key) for key in unit.params.get("dropped_difference_images", [])}
+    derived = [d for t in (DEEP_TYPE, TEMPLATE_TYPE) for d in registry.find(t, status="ok")]
+    images += [derived_image_row(d, d.meta) for d in derived + _difference_images(repo, dropped)]
     plain = {"Visit": visit_table(summaries, pointing), "CcdVisit": ccd_visit_table(summaries),
              "ImageMetadata": image_metadata_table(images)}
     outputs = []

@@ -2,7 +2,7 @@
 
 Layout (DESIGN.md)::
 
-    REPO/skydp-repo.json        marker with the layout version
+    REPO/skydp-repo.json        marker with the layout version and the repository's policies
     REPO/registry.sqlite        processing registry (datasets and runs)
     REPO/images/<type>/...      ingested and produced images
     REPO/hats/<Table>/          HATS catalogs
@@ -48,14 +48,19 @@ class Repository:
         marker = self.root / MARKER
         if not marker.is_file():
             raise RepositoryError(f"{self.root}: not a skydp repository (no {MARKER}; run `skydp init`)")
-        version = json.loads(marker.read_text()).get("layout_version")
+        self._settings = json.loads(marker.read_text())
+        version = self._settings.get("layout_version")
         if version != LAYOUT_VERSION:
             raise RepositoryError(f"{self.root}: repository layout version {version}, expected {LAYOUT_VERSION}")
         self._registry: Registry | None = None
 
     @classmethod
-    def init(cls, root: Path) -> Repository:
-        """Create an empty repository at ``root`` (which must be absent or an empty directory)."""
+    def init(cls, root: Path, drop_difference_images: bool = False) -> Repository:
+        """Create an empty repository at ``root`` (which must be absent or an empty directory).
+
+        ``drop_difference_images``: keep only the recipe of each difference image once the stages that
+        read its pixels have run; it is recreated on demand (skydp.diffim.recreate).
+        """
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             if (root / MARKER).exists():
@@ -65,8 +70,14 @@ class Repository:
         for sub in ("images", "hats", "tables", "logs", "tmp"):
             (root / sub).mkdir()
         Registry.create(root / "registry.sqlite").close()
-        (root / MARKER).write_text(json.dumps({"layout_version": LAYOUT_VERSION}) + "\n")
+        settings = {"layout_version": LAYOUT_VERSION, "drop_difference_images": bool(drop_difference_images)}
+        (root / MARKER).write_text(json.dumps(settings) + "\n")
         return cls(root)
+
+    @property
+    def drop_difference_images(self) -> bool:
+        """Policy: difference images are kept as recipes only (absent key: kept, as before the policy existed)."""
+        return bool(self._settings.get("drop_difference_images", False))
 
     @property
     def registry(self) -> Registry:

@@ -23,8 +23,9 @@ def one_line(message: object) -> str:
 def _cmd_init(args: argparse.Namespace) -> int:
     from skydp.etl.repository import Repository
 
-    Repository.init(args.repo).close()
-    print(f"initialised skydp repository at {args.repo}")
+    Repository.init(args.repo, drop_difference_images=args.drop_difference_images).close()
+    policy = " (difference images kept as recipes, recreated on demand)" if args.drop_difference_images else ""
+    print(f"initialised skydp repository at {args.repo}{policy}")
     return 0
 
 
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("init", "create an empty repository", _cmd_init)
     p.add_argument("repo", type=Path, help="repository directory (absent or empty)")
+    p.add_argument("--drop-difference-images", action="store_true",
+                   help="delete each difference image once forced photometry and alerts have read it, keeping "
+                        "a small recipe from which it is recreated on demand (bit-identical)")
 
     p = add("ingest", "validate visit-image FITS files and register them in a repository", _cmd_ingest)
     p.add_argument("repo", type=Path)

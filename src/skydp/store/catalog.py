@@ -65,6 +65,7 @@ class Catalog:
         # keep parsed Parquet footers: a cone search reads one row group but parses its file's footer
         self._con.execute("SET parquet_metadata_cache = true")
         self._leaf_ranges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._recreated: dict[Path, Any] = {}  # the last recreated difference image: cutouts reuse it
 
     def close(self) -> None:
         self._con.close()
@@ -163,14 +164,23 @@ class Catalog:
         return path if path.is_absolute() else self.repo / path
 
     def image(self, dataset_type: str, visit: int, detector: int):
-        """The stored image as a skydp.exposure.Exposure."""
-        from skydp.exposure import read_exposure  # the store only touches image code here
-        return read_exposure(self._image_path(dataset_type, visit, detector))
+        """The stored image as a skydp.exposure.Exposure. A difference image whose FITS the repository
+        dropped (ImageMetadata.path is then its ``.recipe.json``) is recreated from its recipe, bit for
+        bit when the software is unchanged; the last one recreated is kept for further cutouts."""
+        path = self._image_path(dataset_type, visit, detector)
+        if dataset_type != "difference_image" or (path.suffix == ".fits" and path.is_file()):
+            from skydp.exposure import read_exposure  # the store only touches image code here
+            return read_exposure(path)
+        from skydp.diffim.recreate import load_difference
+
+        if path not in self._recreated:
+            self._recreated = {path: load_difference(self.repo, path)}
+        return self._recreated[path].copy()
 
     def cutout(self, ra: float, dec: float, size: int, visit: int, detector: int,
                dataset_type: str = "visit_image"):
         """A ``size`` x ``size`` pixel cutout centred on (ra, dec) of a stored image (an Exposure whose
-        xy0 keeps parent pixel coordinates).  Raises ValueError when the position is off the image."""
+        xy0 keeps parent pixel coordinates; a dropped difference image is recreated, see ``image``).  Raises ValueError when the position is off the image."""
         ra, dec = _check_position(ra, dec)
         size = int(size)
         if size < 1:
