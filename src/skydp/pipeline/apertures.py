@@ -2,19 +2,20 @@
 
 Every source is measured on its own pixels: pixels of other sources' footprints count as zero
 (the expectation of LSST's noise replacement on a background-subtracted image), as do unusable
-pixels (zero in the image and variance planes handed in). sep's exact ``sum_circle`` does exactly
-this when given the footprint map as ``segmap`` with the source's own label as ``seg_id`` and NO
-``mask``: pixels of other labels are skipped and, unlike masked pixels, not replaced by the mean
-of the aperture (sep rescales for masked area only when a mask array is given). As in sep, the
-variance sum weights each pixel's variance by its overlap fraction. sep's exact overlap is not
-exact for radii below ~0.71 px, so radii below 1 px are refused.
+pixels (zero in the image and variance planes handed in). The sums are those of sep's exact
+``sum_circle`` given the footprint map as ``segmap`` with the source's own label as ``seg_id``
+and no ``mask`` (pixels of other labels skipped, not replaced by the aperture mean); the
+variance sum weights each pixel's variance by its overlap fraction, as sep does. They are
+computed by ``exact_apertures.aperture_sums``, all radii in one pass per source, several times
+faster than sep for the nine DP1 radii (tests compare the two). Radii below 1 px are refused
+(sep's overlap is not exact below ~0.71 px, and such apertures carry no useful flux).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import sep
 
+from skydp.pipeline.exact_apertures import aperture_sums, label_index
 from skydp.pipeline.stamps import StampCutter, round_half_up
 
 CLIP_SIGMA = 3.0
@@ -36,42 +37,54 @@ class ApertureSummer:
         self.variance = _native_float(variance)
         self.labelled = np.asarray(labelled, dtype=bool)
         self._any_labelled = bool(self.labelled.any())
-        self._segmaps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._segmaps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     def fluxes(self, x: np.ndarray, y: np.ndarray, radii: tuple[float, ...], label_map: np.ndarray | None = None,
                own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fluxes, errors and flags (N, len(radii)) in apertures at array-frame (x, y).
 
         Source i also sums the pixels of ``label_map`` equal to ``own[i]`` (> 0; 0 = none).
-        A flag is set when the aperture extends off the image or holds no usable pixel.
+        A flag is set when the aperture extends off the image or holds no usable pixel;
+        non-finite positions give NaN and a flag.
         """
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         n, k = len(x), len(radii)
         r = np.asarray(radii, dtype=np.float64)
-        if np.any(r < MIN_RADIUS):
+        if np.any(~(r >= MIN_RADIUS)):
             raise ValueError(f"aperture radii must be >= {MIN_RADIUS} px (sep's exact overlap is not exact "
                              f"below ~0.71 px): got {list(radii)}")
         if n == 0:
             return np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k), dtype=bool)
         use_own = label_map is not None and own is not None
-        seg_id = np.asarray(own, dtype=np.int32) if use_own else np.zeros(n, dtype=np.int32)
-        segmap = self._segmap(label_map if use_own else None) if self._any_labelled else None
-        # one call for all radii: (N, 1) positions broadcast against (1, K) radii
-        flux, err, _ = sep.sum_circle(self.image, x[:, None], y[:, None], r[None, :], var=self.variance,
-                                      segmap=segmap, seg_id=seg_id[:, None], subpix=0)
+        seg_id = np.asarray(own, dtype=np.int64) if use_own else np.zeros(n, dtype=np.int64)
+        seg, start, pixels, _ = self._segmap(label_map if use_own else None)
+        finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        order = finite[np.argsort(y[finite], kind="stable")]
+        by_radius = np.argsort(r)
+        flux_sorted, var_sorted = np.zeros((order.size, k)), np.zeros((order.size, k))
+        aperture_sums(self.image, self.variance, seg, self._any_labelled, x[order], y[order], seg_id[order],
+                      start, pixels, r[by_radius], flux_sorted, var_sorted)
+        flux, var = np.full((n, k), np.nan), np.full((n, k), np.nan)
+        flux[np.ix_(order, by_radius)] = flux_sorted
+        var[np.ix_(order, by_radius)] = var_sorted
+        err = np.sqrt(var)
         ny, nx = self.shape
-        flag = ((x[:, None] - r < -0.5) | (x[:, None] + r > nx - 0.5)  # the disc reaches off the image
-                | (y[:, None] - r < -0.5) | (y[:, None] + r > ny - 0.5))
-        flag |= ~(err > 0) | ~np.isfinite(flux)
+        with np.errstate(invalid="ignore"):
+            flag = ((x[:, None] - r < -0.5) | (x[:, None] + r > nx - 0.5)  # the disc reaches off the image
+                    | (y[:, None] - r < -0.5) | (y[:, None] + r > ny - 0.5))
+            flag |= ~(err > 0) | ~np.isfinite(flux)
         return flux, err, flag
 
-    def _segmap(self, label_map: np.ndarray | None) -> np.ndarray:
-        """int32 map for sep: ``label_map`` where it labels a pixel, and a label no source owns at
-        the other ``labelled`` pixels (so seg_id 0, or any own label, excludes them)."""
+    def _segmap(self, label_map: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """int32 label map, and its ``label_index``: ``label_map`` where it labels a pixel and a label
+        no source owns at the other ``labelled`` pixels (so own label 0, or any own label, excludes
+        them); without ``label_map`` every labelled pixel has that unowned label."""
         key = 0 if label_map is None else id(label_map)
         if key not in self._segmaps:
-            if label_map is None:
+            if not self._any_labelled:
+                seg = np.zeros((1, 1), dtype=np.int32)  # not read
+            elif label_map is None:
                 seg = self.labelled.astype(np.int32)
             else:
                 if label_map.shape != self.shape:
@@ -80,8 +93,10 @@ class ApertureSummer:
                 orphan = self.labelled & (seg == 0)
                 if orphan.any():
                     seg = np.where(orphan, np.int32(seg.max() + 1), seg)
-            self._segmaps[key] = (seg, label_map)  # the label map is kept alive, so its id stays unique
-        return self._segmaps[key][0]
+            n_labels = int(seg.max()) if label_map is not None and self._any_labelled else 0
+            start, pixels = label_index(seg, n_labels)
+            self._segmaps[key] = (seg, start, pixels, label_map)  # the label map is kept alive: its id stays unique
+        return self._segmaps[key]
 
 
 def _native_float(plane: np.ndarray) -> np.ndarray:
