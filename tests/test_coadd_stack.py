@@ -105,8 +105,15 @@ def test_nanmedian_and_bin_means_match_numpy() -> None:
     np.testing.assert_allclose(_nanmedian_first_axis(stack), expected, equal_nan=True)
 
     image = rng.normal(size=(7, 9)).astype(np.float32)
-    usable = rng.random(image.shape) < 0.8
-    flux, cover, var = bin_warp(np.where(usable, image, 0), np.where(usable, 2 * image**2, 0), usable, 2)
+    variance = 2 * image**2
+    mask = np.zeros(image.shape, np.int32)
+    unusable = rng.integers(0, 4, image.shape)  # 0: usable; NaN image, NaN variance or a bad bit
+    image[unusable == 1] = np.nan
+    variance[unusable == 2] = np.nan
+    mask[unusable == 3] = 0b100
+    mask[unusable == 0] |= 0b1  # a bit that is not bad
+    usable = unusable == 0
+    flux, cover, var = bin_warp(image, variance, mask, 0b110, 2)
     padded = np.zeros((8, 10))
     padded[:7, :9] = np.where(usable, image, 0)
     np.testing.assert_allclose(flux, padded.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / 4, rtol=1e-6)
@@ -114,7 +121,7 @@ def test_nanmedian_and_bin_means_match_numpy() -> None:
     counts[:7, :9] = usable
     np.testing.assert_allclose(cover, counts.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / 4)
     var_sums = np.zeros((8, 10))
-    var_sums[:7, :9] = np.where(usable, 2 * image.astype(np.float64) ** 2, 0)
+    var_sums[:7, :9] = np.where(usable, variance.astype(np.float64), 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_var = var_sums.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / counts.reshape(4, 2, 5, 2).sum(axis=(1, 3))
     np.testing.assert_allclose(var, mean_var, rtol=1e-5, equal_nan=True)

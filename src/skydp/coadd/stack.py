@@ -20,8 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -31,6 +33,7 @@ from skydp.coadd.clipping import (
     find_outliers,
     halo,
     matching_sigmas,
+    usable_pixel,
 )
 from skydp.coadd.inputs import (
     coadd_info,
@@ -48,6 +51,7 @@ PROPAGATE_FRACTION = 0.1  # a left-out input's bad plane is set in the coadd abo
 _NOT_PROPAGATED = ("DETECTED", "DETECTED_NEGATIVE", "NO_DATA")
 _WEIGHT_STEP = 4  # the weight's median variance from every 4th pixel per axis ...
 _WEIGHT_MIN_PIXELS = 10_000  # ... when that leaves this many usable pixels
+_CHUNK_PIXELS = 32_768  # coadd pixels whose sums (~50 bytes each) stay in the CPU cache while all inputs are added
 
 
 @dataclass
@@ -88,113 +92,136 @@ def _weight(warp: Exposure, bad_bits: int) -> float:
     return float(1.0 / np.median(var[usable]))
 
 
-@dataclass
-class _Accumulator:
-    """Running sums of one row block over the inputs."""
+class _Sums:
+    """Running sums over the inputs for a chunk of ``rows`` x ``cols`` coadd pixels, small enough to
+    stay in the CPU cache while every input's rows are added (``_add_rows``) and then turned into
+    the coadd rows (``_finish_rows``), which also zeroes them for the next chunk."""
 
-    image: np.ndarray  # sum w * image (float32)
-    variance: np.ndarray  # sum w^2 * variance
-    weight: np.ndarray  # sum w
-    count: np.ndarray  # int32 inputs used
-    mask: np.ndarray  # int32 OR of the propagated planes of the used inputs
-    clipped: np.ndarray  # bool: some input rejected as an outlier
-    left_out: dict[str, np.ndarray]  # plane -> sum w of covering inputs left out with that plane set
-
-    @classmethod
-    def zeros(cls, shape: tuple[int, int]) -> _Accumulator:
-        f = np.zeros(shape, np.float32)
-        return cls(f, f.copy(), f.copy(), np.zeros(shape, np.int32), np.zeros(shape, np.int32),
-                   np.zeros(shape, bool), {})
+    def __init__(self, rows: int, cols: int, n_planes: int) -> None:
+        self.sums = np.zeros((4, rows, cols))  # sum w*image, sum w^2*variance, sum w (used), sum w (covering)
+        self.count = np.zeros((rows, cols), np.int32)  # inputs used
+        self.mask = np.zeros((rows, cols), np.int32)  # OR of the propagated planes of the used inputs
+        self.clipped = np.zeros((rows, cols), np.bool_)  # some input rejected as an outlier
+        self.left_out = np.zeros((n_planes, rows, cols), np.float32)  # sum w of left-out inputs with the plane set
+        self.any_left_out = np.zeros((rows, cols), np.bool_)
 
 
-@dataclass
-class _Rows:
-    """One warp's rows ready to add: finite and usable (finite, unmasked) pixels, and the image and
-    variance set to 0 where not usable, so that plain (unmasked, ~10x faster) ufuncs can sum them."""
+# The two kernels below are per-pixel loops: one pass over each input's three planes with the sums
+# kept in cache. The numpy form needed ~10 full-size temporaries per input (usable map, zeroed
+# copies, weighted products, mask remapping) and spent ~0.25 s per 4k x 4k input in them. Their
+# main loops are branch-free so that they vectorise; the rare cases (clipped bins, propagated mask
+# bits, left-out planes) run in separate loops over the rows that have them.
+@numba.njit(cache=True, nogil=True)
+def _add_rows(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, bad_bits: int, weight: float,
+              flagged: np.ndarray, bin_size: int, row_offset: int, planes_in: np.ndarray, planes_out: np.ndarray,
+              sums: np.ndarray, count: np.ndarray, coadd_mask: np.ndarray, clipped: np.ndarray, left_out: np.ndarray,
+              any_left_out: np.ndarray, row_covered: np.ndarray, col_covered: np.ndarray) -> tuple[int, int]:
+    """Add one input's rows (``_Sums`` arrays). A usable pixel (``usable_pixel``) in a ``flagged``
+    bin (bin row = (``row_offset`` + r) // ``bin_size``; empty: no rejection) is clipped. Propagated
+    plane p has bit value ``planes_in[p]`` in the input (0: absent) and ``planes_out[p]`` in the
+    coadd: a used pixel ORs it into the coadd mask, a finite pixel left out adds ``weight`` to
+    ``left_out[p]``. Returns (pixels used, pixels clipped)."""
+    rows, cols = image.shape
+    propagated = 0
+    for p in range(planes_in.shape[0]):
+        propagated |= planes_in[p]
+    good = np.empty(cols, np.bool_)
+    used = 0
+    n_clipped = 0
+    weight2 = weight * weight
+    for r in range(rows):
+        n_finite = 0
+        marked = 0
+        for c in range(cols):
+            value, m = image[r, c], mask[r, c]
+            finite = value - value == 0
+            good[c] = usable_pixel(value, variance[r, c], m, bad_bits)
+            n_finite += finite
+            col_covered[c] |= finite
+            sums[3, r, c] += weight if finite else 0.0
+            marked |= m & propagated
+        row_covered[r] |= n_finite > 0
+        if flagged.shape[0] > 0:
+            bin_row = (row_offset + r) // bin_size
+            if flagged[bin_row].any():
+                for b in np.flatnonzero(flagged[bin_row]):
+                    for c in range(b * bin_size, min(b * bin_size + bin_size, cols)):
+                        if good[c]:
+                            good[c] = False
+                            clipped[r, c] = True
+                            n_clipped += 1
+        for c in range(cols):
+            g = good[c]
+            used += g
+            count[r, c] += g
+            sums[0, r, c] += weight * image[r, c] if g else 0.0
+            sums[1, r, c] += weight2 * variance[r, c] if g else 0.0
+            sums[2, r, c] += weight if g else 0.0
+        if marked:  # rare: mask bits are sparse once DETECTED is left out
+            for c in range(cols):
+                m = mask[r, c] & propagated
+                if m == 0 or not math.isfinite(image[r, c]):
+                    continue
+                any_left_out[r, c] |= not good[c]
+                for p in range(planes_in.shape[0]):
+                    if m & planes_in[p]:
+                        if good[c]:
+                            coadd_mask[r, c] |= planes_out[p]
+                        else:
+                            left_out[p, r, c] += weight
+    return used, n_clipped
 
-    covers: np.ndarray
-    good: np.ndarray
-    image: np.ndarray
-    variance: np.ndarray
 
-    def __getitem__(self, rows: slice) -> _Rows:
-        return _Rows(self.covers[rows], self.good[rows], self.image[rows], self.variance[rows])
+@numba.njit(cache=True, nogil=True)
+def _finish_rows(sums: np.ndarray, count: np.ndarray, coadd_mask: np.ndarray, clipped: np.ndarray,
+                 left_out: np.ndarray, any_left_out: np.ndarray, planes_out: np.ndarray, fraction: float,
+                 clipped_bit: int, no_data_bit: int, out_image: np.ndarray, out_variance: np.ndarray,
+                 out_count: np.ndarray, out_mask: np.ndarray) -> None:
+    """Coadd rows from the sums: weighted mean and propagated variance (NaN and NO_DATA where no input
+    is used), inputs used, mask = propagated planes | CLIPPED | each plane whose left-out inputs carry
+    more than ``fraction`` of the covering weight (coadd bit values ``planes_out``). Zeroes the sums."""
+    rows, cols = count.shape
+    for r in range(rows):
+        for c in range(cols):
+            weight = sums[2, r, c]
+            has = weight > 0
+            inverse = 1.0 / weight if has else np.nan
+            out_image[r, c] = sums[0, r, c] * inverse
+            out_variance[r, c] = sums[1, r, c] * inverse * inverse
+            out_count[r, c] = count[r, c]
+            out_mask[r, c] = (coadd_mask[r, c] | (clipped_bit if clipped[r, c] else 0)
+                              | (0 if has else no_data_bit))
+        if any_left_out[r].any():
+            for c in np.flatnonzero(any_left_out[r]):
+                for p in range(planes_out.shape[0]):
+                    if left_out[p, r, c] > fraction * sums[3, r, c]:
+                        out_mask[r, c] |= planes_out[p]
+                    left_out[p, r, c] = 0.0
+    sums[:] = 0.0
+    count[:] = 0
+    coadd_mask[:] = 0
+    clipped[:] = False
+    any_left_out[:] = False
 
 
-def _prepare(warp: Exposure, rows: slice, bad_bits: int) -> _Rows:
-    image, variance = np.asarray(warp.image[rows]), np.asarray(warp.variance[rows])
-    covers = np.isfinite(image)
-    good = covers & np.isfinite(variance) & ((np.asarray(warp.mask.array[rows]) & bad_bits) == 0)
-    zero = np.float32(0)
-    return _Rows(covers, good, np.where(good, image, zero), np.where(good, variance, zero))
+def _rows_of(warp: Exposure, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A warp's image, variance and mask rows as C-contiguous float32, float32, int32 (views when they are)."""
+    return (np.ascontiguousarray(warp.image[rows], dtype=np.float32),
+            np.ascontiguousarray(warp.variance[rows], dtype=np.float32),
+            np.ascontiguousarray(warp.mask.array[rows], dtype=np.int32))
 
 
-def _block_outliers(prepared: list[_Rows], blur: np.ndarray, clip: ClipConfig, inner: slice) -> list[np.ndarray]:
-    """Binned outlier maps of the ``inner`` rows (a whole number of bins from the start) of N warps'
-    prepared rows, which include the halo the blur needs."""
+def _block_outliers(warps: Sequence[Exposure], bad_bits: Sequence[int], rows: slice, blur: np.ndarray,
+                    clip: ClipConfig) -> np.ndarray:
+    """Binned outlier maps (N, bin rows, bin columns) of N warps' ``rows`` (starting at a bin edge)."""
     size = clip.bin_size
     binned = None
-    for k, p in enumerate(prepared):
-        planes = bin_warp(p.image, p.variance, p.good, size)
+    for k, (warp, bits) in enumerate(zip(warps, bad_bits)):
+        image, variance, mask = _rows_of(warp, rows)
         if binned is None:
-            binned = np.empty((3, len(prepared)) + planes[0].shape, np.float32)
-        binned[:, k] = planes
-    flagged = find_outliers(binned[0], binned[1], binned[2], blur, clip)
-    return list(flagged[:, inner.start // size:-(-inner.stop // size)])
-
-
-def _bin_pixels(flagged: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
-    """Flat indices (into ``shape``) of the pixels of the flagged bins."""
-    br, bc = np.nonzero(flagged)
-    offsets = np.arange(size)
-    r = (br * size)[:, None, None] + offsets[None, :, None]
-    c = (bc * size)[:, None, None] + offsets[None, None, :]
-    r, c = np.broadcast_arrays(r, c)
-    inside = (r < shape[0]) & (c < shape[1])
-    return r[inside] * shape[1] + c[inside]
-
-
-def _propagated_bits(m: np.ndarray, planes: dict[str, tuple[int, int]]) -> np.ndarray:
-    """The propagated planes of a warp's mask rows, in the coadd's bit numbering."""
-    in_bits = sum(1 << bit for bit, _ in planes.values())
-    if all(1 << bit == coadd for bit, coadd in planes.values()):
-        return m & np.int32(in_bits)
-    out = np.zeros(m.shape, np.int32)
-    for bit, coadd in planes.values():
-        out[(m & (1 << bit)) != 0] |= np.int32(coadd)
-    return out
-
-
-def _add_warp(acc: _Accumulator, rows: _Rows, m: np.ndarray, weight: float, flagged: np.ndarray | None,
-              bin_size: int, planes: dict[str, tuple[int, int]]) -> tuple[int, int]:
-    """Add one warp's prepared rows (mask rows ``m``) to the block sums, leaving out the pixels of
-    its ``flagged`` bins; ``planes``: propagated plane -> (warp bit, coadd bit value).
-    Returns (pixels used, pixels clipped)."""
-    n_clipped = 0
-    if flagged is not None and flagged.any():
-        pixels = _bin_pixels(flagged, bin_size, rows.good.shape)
-        pixels = pixels[rows.good.ravel()[pixels]]
-        n_clipped = pixels.size
-        rows = _Rows(rows.covers, rows.good.copy(), rows.image.copy(), rows.variance.copy())
-        for plane, value in ((rows.good, False), (rows.image, 0), (rows.variance, 0), (acc.clipped, True)):
-            plane.ravel()[pixels] = value
-    w = np.float32(weight)
-    acc.image += rows.image * w
-    acc.variance += rows.variance * (w * w)
-    acc.weight += rows.good * w
-    acc.count += rows.good
-    if planes:
-        propagated = _propagated_bits(m, planes).ravel()
-        marked = np.flatnonzero(propagated)  # few: mask bits are sparse once DETECTED is left out
-        marked = marked[rows.good.ravel()[marked]]
-        acc.mask.ravel()[marked] |= propagated[marked]
-        left_out = np.flatnonzero(rows.covers != rows.good)  # few: masked or clipped pixels (good implies covers)
-        bits = m.ravel()[left_out]
-        for name, (bit, _) in planes.items():
-            has = left_out[(bits & (1 << bit)) != 0]
-            if has.size:
-                acc.left_out.setdefault(name, np.zeros(m.shape, np.float32)).ravel()[has] += w
-    return int(np.count_nonzero(rows.good)), n_clipped
+            binned = np.empty((3, len(warps), -(-image.shape[0] // size), -(-image.shape[1] // size)), np.float32)
+        bin_warp(image, variance, mask, bits, size, out=binned[:, k])
+    return find_outliers(binned[0], binned[1], binned[2], blur, clip)
 
 
 def make_coadd(warps: Sequence[Exposure], clip: ClipConfig | None = ClipConfig(),
@@ -216,15 +243,20 @@ def make_coadd(warps: Sequence[Exposure], clip: ClipConfig | None = ClipConfig()
     blur = matching_sigmas(finite_sigmas, clip.extra_blur if clip is not None else 0.0)
     use = [int(i) for i in np.flatnonzero(weights > 0)]
     ny, nx = warps[0].shape
-    image = np.full((ny, nx), np.nan, np.float32)
-    variance = np.full((ny, nx), np.nan, np.float32)
-    count = np.zeros((ny, nx), np.int32)
+    image = np.empty((ny, nx), np.float32)  # every row is written by stack_rows
+    variance = np.empty((ny, nx), np.float32)
+    count = np.empty((ny, nx), np.int32)
     rejecting = clip is not None and len(use) >= clip.min_inputs
     size = clip.bin_size if rejecting else 1
     pad = halo(blur[use], clip) if rejecting else 0
     block_rows = -(-block_rows // size) * size  # bins must not straddle blocks
+    chunk_rows = max(1, _CHUNK_PIXELS // nx)
     names = [p for p in mask.planes if p not in _NOT_PROPAGATED and p != "CLIPPED"]
-    planes = [{p: (w.mask.planes[p], mask.bitmask(p)) for p in names if p in w.mask.planes} for w in warps]
+    planes_in = np.array([[w.mask.bitmask(p) if p in w.mask.planes else 0 for p in names] for w in warps],
+                         np.int32).reshape(len(warps), len(names))
+    planes_out = np.array([mask.bitmask(p) for p in names], np.int32)
+    clipped_bit, no_data_bit = mask.bitmask("CLIPPED"), mask.bitmask("NO_DATA")
+    no_flags = np.zeros((0, 0), np.bool_)
 
     covered_rows = np.zeros((len(warps), ny), bool)  # per input: rows / columns with a finite pixel
 
@@ -232,39 +264,32 @@ def make_coadd(warps: Sequence[Exposure], clip: ClipConfig | None = ClipConfig()
         """Coadd rows r0 .. r0 + block_rows into the output planes; returns (used, clipped) pixels
         per input and the columns each input covers in these rows."""
         r1 = min(r0 + block_rows, ny)
-        rows = slice(r0, r1)
+        flagged, h0 = [no_flags] * len(use), r0
         if rejecting:
-            h0, h1 = max(r0 - pad, 0), min(r1 + pad, ny)
-            prepared = [_prepare(warps[i], slice(h0, h1), bad_bits[i]) for i in use]
-            inner = slice(r0 - h0, r1 - h0)
-            flagged = _block_outliers(prepared, blur[use], clip, inner)
-            prepared = [p[inner] for p in prepared]
-        else:
-            prepared, flagged = [_prepare(warps[i], rows, bad_bits[i]) for i in use], [None] * len(use)
-        acc = _Accumulator.zeros((r1 - r0, nx))
+            h0 = max(r0 - pad, 0)
+            flagged = find_block_outliers(h0, min(r1 + pad, ny))
         used, clipped = np.zeros(len(warps), np.int64), np.zeros(len(warps), np.int64)
         covered_cols = np.zeros((len(warps), nx), bool)
-        for i, prep, flags in zip(use, prepared, flagged):
-            used[i], clipped[i] = _add_warp(acc, prep, np.asarray(warps[i].mask.array[rows]), weights[i], flags,
-                                            size, planes[i])
-            covered_rows[i, rows] = prep.covers.any(axis=1)
-            covered_cols[i] = prep.covers.any(axis=0)
-        has = acc.weight > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            image[rows] = np.where(has, acc.image / acc.weight, np.nan)
-            variance[rows] = np.where(has, acc.variance / (acc.weight * acc.weight), np.nan)
-        count[rows] = acc.count
-        block_mask = acc.mask
-        if acc.left_out:  # the covering weight, sum w over inputs with a finite pixel, where needed
-            pixels = np.flatnonzero(np.any([plane != 0 for plane in acc.left_out.values()], axis=0))
-            covering = sum(weights[i] * p.covers.ravel()[pixels] for i, p in zip(use, prepared))
-            for name, weight_out in acc.left_out.items():
-                over = weight_out.ravel()[pixels] > PROPAGATE_FRACTION * covering
-                block_mask.ravel()[pixels[over]] |= np.int32(mask.bitmask(name))
-        block_mask[acc.clipped] |= np.int32(mask.bitmask("CLIPPED"))
-        block_mask[~has] |= np.int32(mask.bitmask("NO_DATA"))
-        mask.array[rows] = block_mask
+        sums = _Sums(min(chunk_rows, r1 - r0), nx, len(names))
+        for c0 in range(r0, r1, chunk_rows):
+            rows = slice(c0, min(c0 + chunk_rows, r1))
+            n = rows.stop - c0
+            for k, i in enumerate(use):
+                u, c = _add_rows(*_rows_of(warps[i], rows), bad_bits[i], weights[i], flagged[k], size, c0 - h0,
+                                 planes_in[i], planes_out, sums.sums[:, :n],
+                                 sums.count[:n], sums.mask[:n], sums.clipped[:n], sums.left_out[:, :n],
+                                 sums.any_left_out[:n], covered_rows[i, rows], covered_cols[i])
+                used[i] += u
+                clipped[i] += c
+            _finish_rows(sums.sums[:, :n], sums.count[:n], sums.mask[:n], sums.clipped[:n], sums.left_out[:, :n],
+                         sums.any_left_out[:n], planes_out, PROPAGATE_FRACTION, clipped_bit, no_data_bit,
+                         image[rows], variance[rows], count[rows], mask.array[rows])
         return used, clipped, covered_cols
+
+    def find_block_outliers(h0: int, h1: int) -> list[np.ndarray]:
+        """Per used input, the binned outlier map of rows h0 .. h1 (block and halo)."""
+        return list(_block_outliers([warps[i] for i in use], [bad_bits[i] for i in use], slice(h0, h1),
+                                    blur[use], clip))
 
     # numpy and scipy.ndimage release the GIL on large arrays: row blocks run in parallel threads
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
