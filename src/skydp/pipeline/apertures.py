@@ -13,10 +13,13 @@ faster than sep for the nine DP1 radii (tests compare the two). Radii below 1 px
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 from skydp.pipeline.exact_apertures import aperture_sums, label_index
-from skydp.pipeline.stamps import StampCutter, round_half_up
+from skydp.pipeline.stamps import round_half_up
 
 CLIP_SIGMA = 3.0
 CLIP_ITERATIONS = 3
@@ -106,39 +109,65 @@ def _native_float(plane: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(plane, dtype=dtype.newbyteorder("="))
 
 
-def local_background(cutter: StampCutter, x: np.ndarray, y: np.ndarray,
+def local_background(image: np.ndarray, bad: np.ndarray, x: np.ndarray, y: np.ndarray,
                      inner: float, outer: float) -> tuple[np.ndarray, np.ndarray]:
     """LSST base_LocalBackground: 3x3-sigma-clipped mean and std of annulus pixels.
 
-    The annulus (``inner``..``outer`` px around the pixel nearest the centroid) ignores pixels
-    flagged bad (BAD, SAT, NO_DATA); as in LSST it is not deblended: clipping removes neighbours.
+    The annulus (``inner``..``outer`` px around the pixel nearest the centroid, array frame)
+    ignores ``bad`` pixels (BAD, SAT, NO_DATA) and pixels off the image; as in LSST it is not
+    deblended: clipping removes neighbours.
     """
     r_out = int(np.ceil(outer))
     grid = np.arange(-r_out, r_out + 1)
     rr = np.hypot(grid[None, :], grid[:, None])
     dy, dx = np.nonzero((rr >= inner) & (rr <= outer))
-    dy, dx = dy - r_out, dx - r_out
-    cx, cy = round_half_up(x), round_half_up(y)
-    values = cutter.gather("image", cx, cy, dx, dy)
-    ok = ~cutter.gather("bad", cx, cy, dx, dy)
-    n = len(values)
-    mean, std = np.full(n, np.nan), np.full(n, np.nan)
-    rows = np.arange(n)  # rows whose clipping may still change
-    for iteration in range(CLIP_ITERATIONS + 1):
-        v, o = (values, ok) if rows.size == n else (values[rows], ok[rows])
-        count = o.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m = np.einsum("nk,nk->n", v, o, dtype=np.float64) / count
-            dev = v - m[:, None].astype(v.dtype)
-            dev *= o
-            s = np.sqrt(np.einsum("nk,nk->n", dev, dev, dtype=np.float64) / (count - 1))
-            mean[rows], std[rows] = m, s
-            if iteration == CLIP_ITERATIONS:
-                break
-            clipped = o & (np.abs(dev) <= (CLIP_SIGMA * s)[:, None])
-        changed = np.any(clipped != o, axis=1)  # unchanged rows keep their mean and std
-        ok[rows[changed]] = clipped[changed]
-        rows = rows[changed]
-        if rows.size == 0:
-            break
+    mean, std = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    _clipped_annulus(image, np.ascontiguousarray(bad, dtype=bool), round_half_up(x), round_half_up(y),
+                     dx - r_out, dy - r_out, mean, std)
     return mean, std
+
+
+@numba.njit(cache=True, nogil=True)
+def _clipped_annulus(image: np.ndarray, bad: np.ndarray, cx: np.ndarray, cy: np.ndarray, dx: np.ndarray,
+                     dy: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """Per source: clipped mean and std of the usable annulus pixels (offsets dx, dy about (cx, cy)).
+
+    Compiled: each source's ~1000-2000 annulus values are clipped in a few passes over a small
+    buffer; with numpy the (N, K) gathers and masks of all sources at once cost several times more.
+    """
+    ny, nx = image.shape
+    values = np.empty(dx.size)
+    use = np.empty(dx.size, dtype=np.bool_)
+    for n in range(cx.size):
+        count = 0
+        for q in range(dx.size):
+            j, i = cy[n] + dy[q], cx[n] + dx[q]
+            if 0 <= j < ny and 0 <= i < nx and not bad[j, i]:
+                values[count] = image[j, i]
+                use[count] = True
+                count += 1
+        for iteration in range(CLIP_ITERATIONS + 1):
+            total, n_use = 0.0, 0
+            for q in range(count):
+                if use[q]:
+                    total += values[q]
+                    n_use += 1
+            if n_use == 0:
+                break
+            m = total / n_use
+            sq = 0.0
+            for q in range(count):
+                if use[q]:
+                    sq += (values[q] - m) ** 2
+            mean[n] = m
+            std[n] = math.sqrt(sq / (n_use - 1)) if n_use > 1 else np.nan
+            if iteration == CLIP_ITERATIONS or not n_use > 1:
+                break
+            changed = False
+            limit = CLIP_SIGMA * std[n]
+            for q in range(count):
+                if use[q] and abs(values[q] - m) > limit:
+                    use[q] = False
+                    changed = True
+            if not changed:
+                break

@@ -210,8 +210,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     ny, nx = exp.shape
     psf = exp.psf
     size = psf.stamp_size
-    r_out = int(np.ceil(config.local_background_radii[1] * sigma))
-    cutter = StampCutter(max(size // 2, r_out, 1) + 2)
+    cutter = StampCutter(max(size // 2, 1) + 2)
     cutter.add("image", exp.image)
     cutter.add("variance", var_work)
     cutter.add("bad", unusable, fill=True)
@@ -248,7 +247,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
         per_label[plane] = (np.bincount(flat[flat != 0], minlength=n_labels + 1),  # index 0 unused
                             np.r_[0, footprint_mask_bits(exp.mask.array, segmap, n_labels, bits)])
     summer = ApertureSummer(exp.image, var_work, found.segmap > 0)
-    parts = [_measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)
+    parts = [_measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)
              for g in groups]
     del summer
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -273,7 +272,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     return cols, row_labels
 
 
-def _measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma, config,
+def _measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, size, sigma, config,
                    kind, x0, y0, plane, labels, fit_centroid) -> dict[str, np.ndarray]:
     n = len(x0)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -304,7 +303,8 @@ def _measure_group(exp, label_maps, per_label, cutter, summer, psf, size, sigma,
     flux, err, flag = summer.fluxes(fit.x, fit.y, APERTURE_RADII, label_maps[plane], labels)
     for j, r in enumerate(APERTURE_RADII):
         out[f"ap{r:02d}Flux"], out[f"ap{r:02d}FluxErr"], out[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
-    out["sky"], out["skyErr"] = local_background(cutter, fit.x, fit.y, *(np.array(config.local_background_radii) * sigma))
+    out["sky"], out["skyErr"] = local_background(exp.image, unusable, fit.x, fit.y,
+                                                 *(np.array(config.local_background_radii) * sigma))
 
     area, fp_bits = per_label[plane]  # label 0 (sky sources): no footprint, area 0, no bits
     out.update(pixel_flags(exp.mask, cutter, fp_bits[labels], fit.x, fit.y, exp.shape))
