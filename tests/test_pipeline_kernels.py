@@ -33,6 +33,10 @@ def test_disk_dilate_matches_grey_dilation_with_a_disk(big_labels):
     labels = np.zeros((80, 100), np.int32)
     ys, xs = rng.integers(0, 80, 40), rng.integers(0, 100, 40)
     labels[ys, xs] = rng.permutation(40) + 1 + (70000 if big_labels else 0)  # >= 2**16: the int32 path
+    # touching blobs of different labels, one at the image corner: boundary pixels between labels
+    labels[30:45, 20:35] = 7
+    labels[38:50, 33:60] = 3
+    labels[0:6, 90:100] = 12
     radius = 4.3
     r = int(radius)
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]

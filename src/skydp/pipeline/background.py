@@ -6,8 +6,10 @@ subtracted and the compact form (``nodes_x``, ``nodes_y``, ``values``) is all on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import sep
 from scipy.interpolate import make_interp_spline
@@ -86,22 +88,8 @@ def masked_mesh_mean(image: np.ndarray, masked: np.ndarray, mesh: int, filter_si
     from scipy.ndimage import median_filter
 
     ny, nx = image.shape
-    by, bx = -(-ny // mesh), -(-nx // mesh)
-    mean = np.zeros((by, bx))
-    std = np.zeros((by, bx))
-    count = np.zeros((by, bx), dtype=np.int64)
-    # one row of mesh cells at a time: the (bx, mesh*mesh) working set stays in cache
-    vals = np.zeros((mesh, bx * mesh), dtype=np.float32)
-    use = np.zeros((mesh, bx * mesh), dtype=bool)
-    for i in range(by):
-        rows = slice(i * mesh, min((i + 1) * mesh, ny))
-        h = rows.stop - rows.start
-        vals[:h, :nx] = image[rows]
-        use[:h, :nx] = ~masked[rows]
-        use[h:] = False
-        v = vals.reshape(mesh, bx, mesh).transpose(1, 0, 2).reshape(bx, -1)
-        u = use.reshape(mesh, bx, mesh).transpose(1, 0, 2).reshape(bx, -1)
-        mean[i], std[i], count[i] = _clipped_mean(v, u)
+    mean, std, count = _clipped_mesh_means(np.ascontiguousarray(image, dtype=np.float32),
+                                           np.ascontiguousarray(masked, dtype=bool), mesh)
     empty = ~np.isfinite(mean) | (count < 0.05 * mesh * mesh)
     mean[empty] = np.median(mean[~empty]) if (~empty).any() else 0.0
     std[empty] = np.median(std[~empty]) if (~empty).any() else 0.0
@@ -110,19 +98,51 @@ def masked_mesh_mean(image: np.ndarray, masked: np.ndarray, mesh: int, filter_si
     return Background(mesh_centres(nx, mesh), mesh_centres(ny, mesh), mean, std, (ny, nx))
 
 
-def _clipped_mean(values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: mean and std of the ``use`` values after three 3-sigma clipping rounds, and their count."""
-    use = use.copy()
-    for _ in range(3):
-        count = use.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dev = np.where(use, values, np.float32(0))
-            mean = dev.sum(axis=1, dtype=np.float64) / count
-            dev -= mean.astype(np.float32)[:, None]
-            dev *= use
-            std = np.sqrt(np.einsum("ij,ij->i", dev, dev, dtype=np.float64) / count)
-            use &= np.abs(dev) <= (3 * std).astype(np.float32)[:, None]
-    return mean, std, use.sum(axis=1)
+@numba.njit(cache=True, nogil=True)
+def _clipped_mesh_means(image: np.ndarray, masked: np.ndarray, mesh: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mesh cell: mean and std of the unmasked values after three 3-sigma clipping rounds (the
+    statistics of the last round's input), and the count left after the last clip.
+
+    Compiled: each cell's values are copied once into a small buffer and clipped there; with
+    numpy the cells needed reshaped copies and several full passes per round.
+    """
+    ny, nx = image.shape
+    by, bx = -(-ny // mesh), -(-nx // mesh)
+    mean = np.full((by, bx), np.nan)
+    std = np.full((by, bx), np.nan)
+    count = np.zeros((by, bx), dtype=np.int64)
+    values = np.empty(mesh * mesh)
+    use = np.empty(mesh * mesh, dtype=np.bool_)
+    for cy in range(by):
+        for cx in range(bx):
+            n = 0
+            for j in range(cy * mesh, min((cy + 1) * mesh, ny)):
+                for i in range(cx * mesh, min((cx + 1) * mesh, nx)):
+                    if not masked[j, i]:
+                        values[n] = image[j, i]
+                        use[n] = True
+                        n += 1
+            left = n
+            for _ in range(3):
+                if left == 0:
+                    break
+                total = 0.0
+                for q in range(n):
+                    if use[q]:
+                        total += values[q]
+                m = total / left
+                sq = 0.0
+                for q in range(n):
+                    if use[q]:
+                        sq += (values[q] - m) ** 2
+                s = math.sqrt(sq / left)
+                mean[cy, cx], std[cy, cx] = m, s
+                for q in range(n):
+                    if use[q] and abs(values[q] - m) > 3.0 * s:
+                        use[q] = False
+                        left -= 1
+            count[cy, cx] = left
+    return mean, std, count
 
 
 def mesh_centres(n: int, mesh: int) -> np.ndarray:

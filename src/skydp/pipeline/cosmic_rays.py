@@ -11,6 +11,9 @@ the good pixels in the surrounding 5x5 box.
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -29,39 +32,55 @@ def psf_sharpness_ratios(psf_image: np.ndarray) -> np.ndarray:
 def find_cosmic_rays(image: np.ndarray, variance: np.ndarray, unusable: np.ndarray, ratios: np.ndarray,
                      min_sigma: float, margin: float) -> np.ndarray:
     """Boolean map of cosmic-ray pixels (grown by one pixel) in a background-subtracted image."""
-    ny, nx = image.shape
-    flat_image, flat_var, flat_unusable = image.ravel(), variance.ravel(), unusable.ravel()
-    # candidates: pixels min_sigma above the noise; a cheap cut at the smallest noise comes first
-    positive_var = flat_var[flat_var > 0]
+    positive_var = variance[variance > 0]
+    # a cheap first cut at the smallest noise skips the full test on most pixels
     floor = min_sigma * np.sqrt(positive_var.min()) if positive_var.size else 0.0
-    idx = np.flatnonzero(flat_image > floor)
-    centre = flat_image[idx].astype(np.float64)
-    var_c = flat_var[idx].astype(np.float64)
-    keep = (centre * centre > min_sigma**2 * var_c) & ~flat_unusable[idx]
-    iy, ix = np.divmod(idx, nx)
-    keep &= (iy > 0) & (iy < ny - 1) & (ix > 0) & (ix < nx - 1)
+    unusable = np.ascontiguousarray(unusable, dtype=bool)
     if unusable.any():
         # the edges of saturated cores and bleed trails (and of other unusable pixels) are sharp but
         # not cosmic rays: no candidate within NEAR_UNUSABLE px of an unusable pixel
-        near = ndimage.maximum_filter(unusable.view(np.uint8), size=2 * NEAR_UNUSABLE + 1, mode="nearest")
-        keep &= near.ravel()[idx] == 0
-    idx, iy, ix, centre, var_c = idx[keep], iy[keep], ix[keep], centre[keep], var_c[keep]
-    if idx.size == 0:
-        return np.zeros((ny, nx), dtype=bool)
-    s_c = np.sqrt(var_c)
-    hit = np.zeros(idx.size, dtype=bool)
-    for (dy, dx), r in zip(_DIRECTIONS, ratios):
-        a, b = idx + (dy * nx + dx), idx - (dy * nx + dx)
-        usable = ~flat_unusable[a] & ~flat_unusable[b]
-        mean = 0.5 * (flat_image[a].astype(np.float64) + flat_image[b])
-        s_m = 0.5 * np.sqrt(flat_var[a].astype(np.float64) + flat_var[b])
-        hit |= usable & ((centre - margin * s_c) * r > mean + margin * s_m)
-    crs = np.zeros((ny, nx), dtype=bool)
-    # grow the hits by one pixel (3x3), directly at the few hit positions
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            crs[np.clip(iy[hit] + dy, 0, ny - 1), np.clip(ix[hit] + dx, 0, nx - 1)] = True
+        near = ndimage.maximum_filter(unusable.view(np.uint8), size=2 * NEAR_UNUSABLE + 1, mode="nearest") != 0
+    else:
+        near = unusable
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    candidates = np.flatnonzero(image.ravel() > floor)
+    crs = _sharp_pixels(image, np.ascontiguousarray(variance, dtype=np.float32), unusable, near, candidates,
+                        np.asarray(ratios, dtype=np.float64), float(min_sigma), float(margin))
     crs &= ~unusable
+    return crs
+
+
+@numba.njit(cache=True, nogil=True)
+def _sharp_pixels(image: np.ndarray, variance: np.ndarray, unusable: np.ndarray, near: np.ndarray,
+                  candidates: np.ndarray, ratios: np.ndarray, min_sigma: float, margin: float) -> np.ndarray:
+    """The CR test at the candidate pixels (flat indices), hits grown by one pixel (3x3).
+
+    Compiled: the test runs inline per candidate; with numpy the gathers of the four directions
+    cost several index arrays as long as the (many, in star cores) candidates.
+    """
+    ny, nx = image.shape
+    crs = np.zeros((ny, nx), dtype=np.bool_)
+    for p in candidates:
+        j, i = divmod(p, nx)
+        if j == 0 or j == ny - 1 or i == 0 or i == nx - 1 or unusable[j, i] or near[j, i]:
+            continue
+        centre = float(image[j, i])
+        var_c = float(variance[j, i])
+        if not centre * centre > min_sigma * min_sigma * var_c:
+            continue
+        s_c = math.sqrt(var_c)
+        hit = False
+        for d in range(4):
+            dy, dx = _DIRECTIONS[d]
+            if unusable[j + dy, i + dx] or unusable[j - dy, i - dx]:
+                continue
+            mean = 0.5 * (float(image[j + dy, i + dx]) + float(image[j - dy, i - dx]))
+            s_m = 0.5 * math.sqrt(float(variance[j + dy, i + dx]) + float(variance[j - dy, i - dx]))
+            if (centre - margin * s_c) * ratios[d] > mean + margin * s_m:
+                hit = True
+                break
+        if hit:
+            crs[j - 1:j + 2, i - 1:i + 2] = True
     return crs
 
 

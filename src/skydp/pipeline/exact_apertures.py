@@ -5,8 +5,8 @@ its pixels outside every footprint, and every source whose circles reach the row
 pixels wholly inside each circle as one difference of two prefix sums. Only the pixels a
 circle crosses need their exact overlap: the area of the disc within a row's band and right of a
 pixel edge, ``_right_area``, is a closed form, and a pixel's overlap is the difference at its two
-edges. A source's own footprint pixels (excluded from the prefix sums) are then added one by
-one with their overlaps. This is a compiled loop because sep.sum_circle (the same exact
+edges. A source's own footprint pixels wholly inside a circle (excluded from the shared prefix
+sums) are then added one by one. This is a compiled loop because sep.sum_circle (the same exact
 geometry) walks every pixel of every radius's bounding box, which for nine radii up to 70 px
 was most of single-visit processing time, and numpy cannot express per-row, per-radius ranges
 without materialising every box.
@@ -70,6 +70,24 @@ def _edge_terms(y: float, radii: np.ndarray, w: np.ndarray, hw: np.ndarray) -> N
 
 
 @numba.njit(cache=True, nogil=True)
+def _columns(cx: float, near: float, far: float, r: float, nx: int) -> tuple[int, int, int, int]:
+    """For a row whose band is ``near``..``far`` from the centre (in y): the columns ic..idd the
+    circle touches and ia..ib it holds wholly (both empty when ic > idd or ia > ib), within the image."""
+    if near >= r:
+        return 1, 0, 1, 0
+    w_out = math.sqrt(r * r - near * near)
+    # touched: [i - 1/2, i + 1/2] meets (cx - w_out, cx + w_out)
+    ic = max(0, int(math.floor(cx - 0.5 - w_out)) + 1)
+    idd = min(nx - 1, int(math.ceil(cx + 0.5 + w_out)) - 1)
+    ia, ib = idd + 1, idd
+    if far < r:  # wholly inside: both corners of the band's far edge within the circle
+        w_in = math.sqrt(r * r - far * far)
+        ia = max(ic, int(math.ceil(cx + 0.5 - w_in)))
+        ib = min(idd, int(math.floor(cx - 0.5 + w_in)))
+    return ic, idd, ia, ib
+
+
+@numba.njit(cache=True, nogil=True)
 def label_index(segmap: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices of the pixels of each label 1..n_labels: pixels[start[l]:start[l + 1]]."""
     flat = segmap.ravel()
@@ -87,24 +105,6 @@ def label_index(segmap: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarr
             pixels[fill[lab]] = p
             fill[lab] += 1
     return start, pixels
-
-
-@numba.njit(cache=True, nogil=True)
-def _pixel_overlap(dx: float, dy: float, r: float, hr: float) -> float:
-    """Exact area of pixel [dx - 1/2, dx + 1/2] x [dy - 1/2, dy + 1/2] inside the disc of radius r
-    about the origin."""
-    y0, y1 = dy - 0.5, dy + 0.5
-    t0, t1 = abs(y0), abs(y1)
-    w0 = math.sqrt(r * r - t0 * t0) if t0 < r else 0.0
-    w1 = math.sqrt(r * r - t1 * t1) if t1 < r else 0.0
-    s0 = 1.0 if y0 > 0.0 else (-1.0 if y0 < 0.0 else 0.0)
-    s1 = 1.0 if y1 > 0.0 else (-1.0 if y1 < 0.0 else 0.0)
-    hw0, hw1 = _half_segment(w0, r), _half_segment(w1, r)
-    xa, xb = dx - 0.5, dx + 0.5
-    ha = _half_segment(min(max(xa, -r), r), r)
-    hb = _half_segment(min(max(xb, -r), r), r)
-    return (_right_area(xa, ha, hr, s1, t1, w1, hw1, s0, t0, w0, hw0)
-            - _right_area(xb, hb, hr, s1, t1, w1, hw1, s0, t0, w0, hw0))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,22 +174,11 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
             far = max(abs(y0), abs(y1))
             s1 = 1.0 if y1 > 0.0 else (-1.0 if y1 < 0.0 else 0.0)
             s0 = 1.0 if y0 > 0.0 else (-1.0 if y0 < 0.0 else 0.0)
+            own_label = own[n]
             for k in range(nk):
-                r = radii[k]
-                if near >= r:
-                    continue
-                w_out = math.sqrt(r * r - near * near)
-                # touched columns: [i - 1/2, i + 1/2] meets (cx - w_out, cx + w_out)
-                ic = max(0, int(math.floor(cx - 0.5 - w_out)) + 1)
-                idd = min(nx - 1, int(math.ceil(cx + 0.5 + w_out)) - 1)
+                ic, idd, ia, ib = _columns(cx, near, far, radii[k], nx)
                 if ic > idd:
                     continue
-                # columns wholly inside: both corners of the band's far edge within the circle
-                ia, ib = idd + 1, idd
-                if far < r:
-                    w_in = math.sqrt(r * r - far * far)
-                    ia = max(ic, int(math.ceil(cx + 0.5 - w_in)))
-                    ib = min(idd, int(math.floor(cx - 0.5 + w_in)))
                 if ia <= ib:
                     flux[n, k] += pre_f[ib + 1] - pre_f[ia]
                     var_sum[n, k] += pre_v[ib + 1] - pre_v[ia]
@@ -206,28 +195,34 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                                           w_hi[k], hw_hi[k], s0, abs(y0), w_lo[slot, k], hw_lo[slot, k])
                         frac = right - nxt
                         right = nxt
-                        flux[n, k] += frac * (pre_f[i + 1] - pre_f[i])
-                        var_sum[n, k] += frac * (pre_v[i + 1] - pre_v[i])
+                        if not use_segmap or segmap[j, i] == 0 or segmap[j, i] == own_label:
+                            flux[n, k] += frac * image[j, i]
+                            var_sum[n, k] += frac * variance[j, i]
             w_lo[slot, :] = w_hi  # this row's upper edge is the next row's lower edge
             hw_lo[slot, :] = hw_hi
     if not use_segmap:
         return
-    for n in range(n_src):  # each source's own footprint pixels, left out of the prefix sums above
+    # each source's own footprint pixels wholly inside a circle, left out of the prefix sums above
+    # (the crossed ones were summed in the sweep); pixels come in raster order, so rows in turn
+    ia = np.zeros(nk, dtype=np.int64)
+    ib = np.zeros(nk, dtype=np.int64)
+    for n in range(n_src):
         label = own[n]
         if label <= 0 or label >= start.size - 1:
             continue
         cx, cy = xs[n], ys[n]
+        row = -1
         for q in range(start[label], start[label + 1]):
             j, i = divmod(pixels[q], nx)
-            dx, dy = i - cx, j - cy
-            near_x = max(abs(dx) - 0.5, 0.0)
-            near_y = max(abs(dy) - 0.5, 0.0)
-            far2 = (abs(dx) + 0.5) ** 2 + (abs(dy) + 0.5) ** 2
-            near2 = near_x * near_x + near_y * near_y
+            if j != row:
+                row = j
+                y0 = j - 0.5 - cy
+                y1 = y0 + 1.0
+                near = 0.0 if y0 < 0.0 < y1 else min(abs(y0), abs(y1))
+                far = max(abs(y0), abs(y1))
+                for k in range(nk):
+                    _, _, ia[k], ib[k] = _columns(cx, near, far, radii[k], nx)
             for k in range(nk):
-                r = radii[k]
-                if near2 >= r * r:
-                    continue
-                frac = 1.0 if far2 <= r * r else _pixel_overlap(dx, dy, r, hr[k])
-                flux[n, k] += frac * image[j, i]
-                var_sum[n, k] += frac * variance[j, i]
+                if ia[k] <= i <= ib[k]:
+                    flux[n, k] += image[j, i]
+                    var_sum[n, k] += variance[j, i]
