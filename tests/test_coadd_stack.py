@@ -8,9 +8,10 @@ import warnings
 
 import numpy as np
 from astropy.wcs import WCS
+from scipy import ndimage
 
 from skydp.coadd import ClipConfig, make_coadd
-from skydp.coadd.clipping import _nanmedian_first_axis, bin_warp
+from skydp.coadd.clipping import _blur_weights, _blur_where_covered, _nanmedian_first_axis, bin_warp
 from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo
 
 SHAPE = (61, 75)  # odd: partial 2 x 2 bins at the last row and column
@@ -126,3 +127,21 @@ def test_nanmedian_and_bin_means_match_numpy() -> None:
         mean_var = var_sums.reshape(4, 2, 5, 2).sum(axis=(1, 3)) / counts.reshape(4, 2, 5, 2).sum(axis=(1, 3))
     np.testing.assert_allclose(var, mean_var, rtol=1e-5, equal_nan=True)
     assert ClipConfig(bin_size=3).bin_size == 3
+
+
+def test_blur_and_coverage_of_the_comparison_match_scipy() -> None:
+    """The binned comparison's blur equals scipy's gaussian_filter (zero outside), and the bins it
+    keeps are those whose window of +-reach bins lies inside the array and is fully covered."""
+    rng = np.random.default_rng(5)
+    flux = rng.normal(size=(40, 57)).astype(np.float32)
+    cover = np.ones(flux.shape, np.float32)
+    cover[rng.random(flux.shape) < 0.005] = 0.5
+    cover[:, 50:] = 0.0
+    for sigma in (0.0, 0.4, 1.3, 2.5):
+        weights, reach = _blur_weights(sigma)
+        blurred = _blur_where_covered(flux, cover, weights, reach)
+        expected = ndimage.gaussian_filter(flux.astype(np.float64), sigma, mode="constant", truncate=4.0)
+        kept = ndimage.minimum_filter((cover >= 1).view(np.uint8), size=2 * reach + 1, mode="constant", cval=0) > 0
+        assert np.array_equal(np.isfinite(blurred), kept)
+        np.testing.assert_allclose(blurred[kept], expected[kept], rtol=1e-5, atol=1e-6)
+        assert kept.sum() > 200  # the comparison is not vacuous
