@@ -129,7 +129,7 @@ def build_history(cache: Path, science_path: Path, template_path: Path, seed: in
             "band": np.full(n, "gri"[k % 3]), "midpointMjdTai": np.full(n, mjd),
             "ra": np.concatenate([obj_ra[here], new_ra]) + rng.normal(0, err) / cos_dec,
             "dec": np.concatenate([obj_dec[here], new_dec]) + rng.normal(0, err),
-            "raErr": err / cos_dec, "decErr": err, "psfFlux": flux, "psfFluxErr": np.sqrt(np.abs(flux)) * 5 + 50,
+            "raErr": err / cos_dec, "decErr": err, "ra_dec_Cov": np.zeros(n), "psfFlux": flux, "psfFluxErr": np.sqrt(np.abs(flux)) * 5 + 50,
             "scienceFlux": flux + 2e4, "scienceFluxErr": np.full(n, 150.0),
         }
         values["coord_ra"], values["coord_dec"] = values["ra"], values["dec"]

@@ -267,6 +267,10 @@ def test_bad_input_is_rejected_with_clear_errors():
         dia_object_table(res.dia_sources.set_column(3, "band", pa.array(["q"])))
     with pytest.raises(ValueError, match="diaObjectId 0"):
         dia_object_table(src.set_column(4, "diaObjectId", pa.array([0], pa.int64())))
+    err = src.column("decErr")[0].as_py()
+    bad_cov = src.set_column(src.column_names.index("ra_dec_Cov"), "ra_dec_Cov", pa.array([2 * err * err]))
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        associate(bad_cov)
 
 
 # ---------------------------------------------------------------- simulated survey

@@ -23,6 +23,7 @@ DEFAULT_RADIUS_ARCSEC = 1.0
 POSITION_ERROR_FLOOR_ARCSEC = 0.05  # added in quadrature: no pair is more certain than this
 POSITION_ERROR_FALLBACK_ARCSEC = 0.2  # per axis, for a DiaSource or DiaObject without errors
 _DEG2_TO_ARCSEC2 = 3600.0**2
+_CORRELATION_ROUNDING = 1e-5  # |correlation| up to 1 + this is float32 rounding of a singular covariance
 
 
 @dataclass
@@ -50,16 +51,27 @@ def _object_state(dia_objects: pa.Table | None) -> ObjectState:
     )
     count = np.where(np.isfinite(c["nDiaSources"]) & (c["nDiaSources"] > 0), c["nDiaSources"], 1.0)
     # DiaObject errors are already on-sky; the mean's covariance times n^2 is the summed covariance
-    cov = _covariance(c["raErr"], c["decErr"], c["ra_dec_Cov"])
+    cov = _covariance(c["raErr"], c["decErr"], c["ra_dec_Cov"], "associate(dia_objects)")
     return ObjectState(c["diaObjectId"], unit_vectors(c["ra"], c["dec"]) * count[:, None], count,
                        cov * count[:, None] ** 2)
 
 
-def _covariance(err_east_deg: np.ndarray, err_north_deg: np.ndarray, cov_deg2: np.ndarray) -> np.ndarray:
-    """(N, 3) on-sky covariance (ee, nn, en) in arcsec^2; the fallback where errors are missing."""
+def _covariance(err_east_deg: np.ndarray, err_north_deg: np.ndarray, cov_deg2: np.ndarray, what: str) -> np.ndarray:
+    """(N, 3) on-sky covariance (ee, nn, en) in arcsec^2; the fallback where errors are missing.
+
+    A covariance that is not positive semi-definite (|ra_dec_Cov| > raErr * decErr beyond float32
+    rounding) is an error; within rounding (e.g. the singular scatter covariance of a two-source
+    DiaObject read back from float32 columns) the correlation is clipped to +-1.
+    """
     ee = (err_east_deg * 3600.0) ** 2
     nn = (err_north_deg * 3600.0) ** 2
     en = np.nan_to_num(cov_deg2 * _DEG2_TO_ARCSEC2)
+    limit = np.sqrt(ee * nn)
+    invalid = np.abs(en) > limit * (1.0 + _CORRELATION_ROUNDING)
+    en = np.clip(en, -limit, limit)
+    if invalid.any():
+        raise ValueError(f"{what}: {int(invalid.sum())} row(s) have |ra_dec_Cov| > raErr * decErr (a position "
+                         f"covariance that is not positive semi-definite), e.g. row {int(np.argmax(invalid))}")
     missing = ~(np.isfinite(ee) & np.isfinite(nn))
     fallback = POSITION_ERROR_FALLBACK_ARCSEC**2
     ee, nn = np.where(missing, fallback, ee), np.where(missing, fallback, nn)
@@ -114,7 +126,7 @@ def assign_dia_object_ids(
 
     cos_dec = np.cos(np.radians(src["dec"]))
     src_vec = unit_vectors(src["ra"], src["dec"])
-    src_cov = _covariance(src["raErr"] * cos_dec, src["decErr"], src["ra_dec_Cov"] * cos_dec)
+    src_cov = _covariance(src["raErr"] * cos_dec, src["decErr"], src["ra_dec_Cov"] * cos_dec, "associate(dia_sources)")
     floor = POSITION_ERROR_FLOOR_ARCSEC**2
     assigned = np.zeros(src["diaSourceId"].size, np.int64)
     for rows in _visits_in_time_order(src["visit"], src["midpointMjdTai"]):

@@ -148,23 +148,26 @@ def _stetson_j(f: np.ndarray, e: np.ndarray, w: np.ndarray, g: Groups) -> np.nda
     n = g.count.astype(float)
     factor = g.spread(np.sqrt(n / np.maximum(n - 1, 1)))
     mean = g.sum(w * f) / g.sum(w)
-    active = g.count > 1
-    # iterate on the rows of the groups still iterating only (most converge in a few steps)
-    rows = np.flatnonzero(g.spread(active))
-    row_group = g.index()[rows]
+    # iterate on the rows of the groups still iterating only (most stop early), kept compact
+    # (contiguous per group) so that an iteration is a few passes over them and two reduceats
+    groups = np.flatnonzero(g.count > 1)
+    rows = g.spread(g.count > 1)
+    fr, wr, scale = f[rows], w[rows], factor[rows] / (e[rows] * STETSON_ALPHA)
+    count = g.count[groups]
     for _ in range(STETSON_ITERATIONS):
-        if rows.size == 0:
+        if groups.size == 0:
             break
-        fr, er = f[rows], e[rows]
-        chi = np.abs(factor[rows] * (fr - mean[row_group]) / er)
-        wk = w[rows] / (1.0 + (chi / STETSON_ALPHA) ** STETSON_BETA)
-        groups = np.flatnonzero(active)
-        new = (np.bincount(row_group, wk * fr, mean.size) / np.bincount(row_group, wk, mean.size))[groups]
+        starts = np.cumsum(count) - count
+        x = np.abs((fr - np.repeat(mean[groups], count)) * scale)
+        wk = wr / (1.0 + x**STETSON_BETA)
+        new = np.add.reduceat(wk * fr, starts) / np.add.reduceat(wk, starts)
         change = np.abs(new - mean[groups])
         mean[groups] = new
-        active[groups[(change / new < STETSON_TOLERANCE) & (change < STETSON_TOLERANCE)]] = False
-        still = active[row_group]
-        rows, row_group = rows[still], row_group[still]
+        going = ~((change / new < STETSON_TOLERANCE) & (change < STETSON_TOLERANCE))
+        if not going.all():
+            keep = np.repeat(going, count)
+            fr, wr, scale = fr[keep], wr[keep], scale[keep]
+            groups, count = groups[going], count[going]
     delta = factor * (f - g.spread(mean)) / e
     p = delta**2 - 1.0
     j = g.sum(np.sign(p) * np.sqrt(np.abs(p))) / n
