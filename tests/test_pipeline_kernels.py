@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from skydp.pipeline.background import masked_mesh_mean
 from skydp.pipeline.detection import disk_dilate, gaussian_kernel_1d, snr_image
+from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.process import _grown_mask
 from skydp.pipeline.psf_photometry import _derivative_matrix
 
@@ -91,3 +92,26 @@ def test_derivative_matrix_differentiates_band_limited_rows(size):
         w = 2 * np.pi * k / size
         np.testing.assert_allclose(d @ np.cos(w * t + 0.3), -w * np.sin(w * t + 0.3), atol=1e-12)
     np.testing.assert_allclose(d @ np.ones(size), 0, atol=1e-12)
+
+
+def test_adaptive_moments_recover_elliptical_gaussians():
+    """Sampled elliptical Gaussians at sub-pixel offsets: the converged weight is their covariance
+    and GaussianFlux their flux; a stamp without usable pixels is flagged."""
+    rng = np.random.default_rng(4)
+    n, s = 200, 31
+    dx, dy = rng.uniform(-0.5, 0.5, n), rng.uniform(-0.5, 0.5, n)
+    sx, sy, rho = rng.uniform(1.2, 3.0, n), rng.uniform(1.2, 3.0, n), rng.uniform(-0.6, 0.6, n)
+    cxx, cyy, cxy = sx**2, sy**2, rho * sx * sy
+    det = cxx * cyy - cxy**2
+    g = np.arange(s) - s // 2
+    u, v = g[None, None, :] - dx[:, None, None], g[None, :, None] - dy[:, None, None]
+    q = (cyy[:, None, None] * u * u + cxx[:, None, None] * v * v - 2 * cxy[:, None, None] * u * v) / det[:, None, None]
+    stamps = 500.0 * np.exp(-q / 2) / (2 * np.pi * np.sqrt(det))[:, None, None]
+    good = np.ones(stamps.shape, bool)
+    good[0] = False
+    m = adaptive_moments(stamps, np.ones_like(stamps), good, dx, dy, np.full(n, 1.7))
+    assert m.flag[0] and np.isnan(m.ixx[0]) and not m.flag[1:].any()
+    np.testing.assert_allclose(m.ixx[1:], cxx[1:], rtol=2e-4)
+    np.testing.assert_allclose(m.iyy[1:], cyy[1:], rtol=2e-4)
+    assert np.all(np.abs(m.ixy[1:] - cxy[1:]) < 2e-4 * np.sqrt(cxx * cyy)[1:])
+    np.testing.assert_allclose(m.gaussian_flux[1:], 500.0, rtol=1e-4)
