@@ -49,7 +49,7 @@ def adaptive_moments(data: np.ndarray, var: np.ndarray, good: np.ndarray, dx: np
     return Moments(ixx=out[0], iyy=out[1], ixy=out[2], flag=failed, gaussian_flux=out[3], gaussian_flux_err=out[4])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf/nan, handled by _valid
 def _weight_stamp(c_xx: float, c_yy: float, c_xy: float, dx: float, dy: float, w: np.ndarray) -> None:
     """w[j, i] = exp(-q/2), q = (u, v) C^-1 (u, v)^T at pixel offsets u = i - S//2 - dx, v = j - S//2 - dy.
 
@@ -80,19 +80,19 @@ def _weight_stamp(c_xx: float, c_yy: float, c_xy: float, dx: float, dy: float, w
             ratio *= step
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf/nan, handled by _valid
 def _valid(xx: float, yy: float, xy: float, half: float) -> bool:
     return (math.isfinite(xx) and math.isfinite(yy) and math.isfinite(xy) and xx > 0 and yy > 0
             and xx * yy - xy * xy > 0 and xx < half * half and yy < half * half)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf/nan, handled by _valid
 def _inverse(xx: float, yy: float, xy: float) -> tuple[float, float, float]:
     det = xx * yy - xy * xy
     return yy / det, xx / det, -xy / det
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf/nan, handled by _valid
 def _adaptive_moments(data: np.ndarray, var: np.ndarray, good: np.ndarray, dx: np.ndarray, dy: np.ndarray,
                       sigma0: np.ndarray, out: np.ndarray, failed: np.ndarray) -> None:
     """Per stamp: iterate C <- (M^-1 - C^-1)^-1 to convergence; out rows ixx, iyy, ixy, GaussianFlux
