@@ -30,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -180,11 +181,15 @@ def run_chain(science_path: Path, template_path: Path, history: dict[str, Path],
     diff = step("difference", lambda: subtract_images(science, template))
     dia = step("detect", lambda: detect_dia_sources(diff, science))
     assoc = step("associate", lambda: associate(dia, objects, history=sources))
+    # the template is on the science grid now; a coadd has no rotator angle (NaN), which FITS headers refuse
+    matched = diff.matched_template
+    matched.info = replace(matched.info, rotpa=science.info.rotpa)
     alerts = step("alerts", lambda: visit_alerts(assoc.dia_sources, assoc.dia_objects, sources, forced, science,
-                                                 diff.matched_template, diff.difference))
+                                                 matched, diff.difference))
     step("write", lambda: write_alerts(out, alerts))
     counts.update(dia_sources=dia.num_rows, new_objects=int(assoc.new_ids.size), alerts=len(alerts),
                   avro_mb=out.stat().st_size / 1e6)
+    print("run: " + ", ".join(f"{k} {wall[k]:.1f}/{cpu[k]:.1f}" for k in wall) + " s (wall/CPU)", flush=True)
     return wall, cpu, counts
 
 

@@ -263,18 +263,20 @@ def _positions(src: Mapping[str, np.ndarray], obj: np.ndarray, n_obj: int) -> di
     use_scatter = (scatter[0] > np.nan_to_num(prop[0])) | (scatter[1] > np.nan_to_num(prop[1]))
     cov = np.where(use_scatter, scatter[2], prop[2])
     t = src["midpointMjdTai"]
+    first, last = _group_range(obj, t, n_obj)
     return {
         "ra": ra, "dec": dec, "raErr": np.sqrt(var_ra), "decErr": np.sqrt(var_dec),
         "ra_dec_Cov": cov, "radecMjdTai": np.bincount(obj, t, n_obj) / count, "nDiaSources": count,
-        "firstDiaSourceMjdTai": _group_extreme(np.minimum, obj, t, n_obj),
-        "lastDiaSourceMjdTai": _group_extreme(np.maximum, obj, t, n_obj),
+        "firstDiaSourceMjdTai": first, "lastDiaSourceMjdTai": last,
     }
 
 
-def _group_extreme(ufunc: np.ufunc, obj: np.ndarray, values: np.ndarray, n_obj: int) -> np.ndarray:
+def _group_range(obj: np.ndarray, values: np.ndarray, n_obj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-object minimum and maximum of ``values`` (every object 0..n_obj-1 has rows)."""
     order = np.argsort(obj, kind="stable")
     starts = np.searchsorted(obj[order], np.arange(n_obj))
-    return ufunc.reduceat(values[order], starts)
+    ordered = values[order]
+    return np.minimum.reduceat(ordered, starts), np.maximum.reduceat(ordered, starts)
 
 
 def _wrap(dra: np.ndarray) -> np.ndarray:
