@@ -1,52 +1,85 @@
-"""Cut (N, S, S) stamps around many positions at once from padded planes."""
+"""Cut (N, S, S) stamps and pixel sets around many positions at once, straight from the planes."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 
 class StampCutter:
-    """Holds planes padded by ``pad`` px so that stamps near the border need no special case.
+    """Stamps and pixel gathers from registered planes; pixels beyond a plane take its ``fill``.
 
-    ``cut(plane, cx, cy, size)`` returns stamps whose centre pixel S//2 is array pixel (cx, cy)
-    (integers, array frame); padding pixels have value ``fill``.
+    Planes are referenced, not copied (a padded copy of every 4k x 4k plane used to cost as much
+    as the cuts): do not modify a plane while cutting from it. ``pad`` is the largest stamp
+    half-size or gather offset callers may request, a guard against runaway sizes.
+    ``cut(plane, cx, cy, size)`` returns stamps whose centre pixel S//2 is array pixel (cx, cy).
     """
 
     def __init__(self, pad: int) -> None:
         self.pad = int(pad)
-        self._planes: dict[str, np.ndarray] = {}
+        self._planes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def add(self, name: str, plane: np.ndarray, fill: float | int = 0) -> None:
-        """Register a plane under ``name`` (a padded copy is kept)."""
-        p = self.pad
-        padded = np.empty((plane.shape[0] + 2 * p, plane.shape[1] + 2 * p), dtype=plane.dtype)
-        if p:  # frame and interior written separately: about twice as fast as np.pad
-            padded[:p] = padded[-p:] = fill
-            padded[:, :p] = padded[:, -p:] = fill
-        padded[p:padded.shape[0] - p, p:padded.shape[1] - p] = plane
-        self._planes[name] = padded
+        """Register a 2-D plane under ``name`` with the value ``fill`` beyond its edges."""
+        plane = np.ascontiguousarray(plane)
+        if plane.ndim != 2:
+            raise ValueError(f"StampCutter.add: plane {name!r} must be 2-D, got shape {plane.shape}")
+        self._planes[name] = (plane, np.full(1, fill, dtype=plane.dtype))
+
+    def plane(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The registered plane ``name`` and its fill value (a 1-element array of its dtype)."""
+        return self._planes[name]
 
     def cut(self, name: str, cx: np.ndarray, cy: np.ndarray, size: int) -> np.ndarray:
         """(N, size, size) stamps of plane ``name`` centred on integer array pixels (cx, cy)."""
-        half = size // 2
-        if half > self.pad:
+        if size // 2 > self.pad:
             raise ValueError(f"stamp size {size} exceeds the padding {self.pad}")
-        padded = self._planes[name]
-        ny, nx = padded.shape
-        x0 = np.clip(np.asarray(cx, dtype=np.int64) + self.pad - half, 0, nx - size)
-        y0 = np.clip(np.asarray(cy, dtype=np.int64) + self.pad - half, 0, ny - size)
-        # one gather of whole windows: much faster than a per-pixel (N, S, S) fancy index
-        return sliding_window_view(padded, (size, size))[y0, x0]
+        plane, fill = self._planes[name]
+        cx, cy = np.asarray(cx, dtype=np.int64).ravel(), np.asarray(cy, dtype=np.int64).ravel()
+        out = np.empty((cx.size, size, size), dtype=plane.dtype)
+        _cut(plane, cx, cy, fill, out)
+        return out
 
     def gather(self, name: str, cx: np.ndarray, cy: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """(N, K) values of plane ``name`` at pixels (cx + dx[k], cy + dy[k]); |dx|, |dy| <= pad."""
+        dx, dy = np.asarray(dx, dtype=np.int64).ravel(), np.asarray(dy, dtype=np.int64).ravel()
         if len(dx) and max(np.abs(dx).max(), np.abs(dy).max()) > self.pad:
             raise ValueError(f"offsets exceed the padding {self.pad}")
-        padded = self._planes[name]
-        nx = padded.shape[1]
-        base = (np.asarray(cy, dtype=np.int64) + self.pad) * nx + np.asarray(cx, dtype=np.int64) + self.pad
-        return padded.ravel()[base[:, None] + (np.asarray(dy) * nx + np.asarray(dx))[None, :]]
+        plane, fill = self._planes[name]
+        cx, cy = np.asarray(cx, dtype=np.int64).ravel(), np.asarray(cy, dtype=np.int64).ravel()
+        out = np.empty((cx.size, dx.size), dtype=plane.dtype)
+        _gather(plane, cx, cy, dx, dy, fill, out)
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cut(plane: np.ndarray, cx: np.ndarray, cy: np.ndarray, fill: np.ndarray, out: np.ndarray) -> None:
+    """out[n] = the stamp about (cx[n], cy[n]); a compiled copy so that stamps crossing the border
+    need neither a padded plane nor a per-pixel index array."""
+    ny, nx = plane.shape
+    size = out.shape[1]
+    half = size // 2
+    for n in range(cx.size):
+        x0, y0 = cx[n] - half, cy[n] - half
+        if x0 >= 0 and y0 >= 0 and x0 + size <= nx and y0 + size <= ny:
+            for j in range(size):
+                out[n, j, :] = plane[y0 + j, x0:x0 + size]
+            continue
+        for j in range(size):
+            y = y0 + j
+            for i in range(size):
+                x = x0 + i
+                out[n, j, i] = plane[y, x] if 0 <= y < ny and 0 <= x < nx else fill[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(plane: np.ndarray, cx: np.ndarray, cy: np.ndarray, dx: np.ndarray, dy: np.ndarray,
+            fill: np.ndarray, out: np.ndarray) -> None:
+    ny, nx = plane.shape
+    for n in range(cx.size):
+        for k in range(dx.size):
+            y, x = cy[n] + dy[k], cx[n] + dx[k]
+            out[n, k] = plane[y, x] if 0 <= y < ny and 0 <= x < nx else fill[0]
 
 
 def round_half_up(v: np.ndarray) -> np.ndarray:
