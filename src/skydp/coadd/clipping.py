@@ -164,30 +164,32 @@ def _outlier_seeds(blurred: np.ndarray, reference: np.ndarray, variance: np.ndar
     (only d > 0 counts if ``positive_only``); c = robust (MAD) scatter of d / sqrt(variance) over
     every ``_SUBSAMPLE``-th bin. No seeds when fewer than ``_MIN_SAMPLE`` bins give that scatter.
     A per-bin loop: the numpy form made ~8 temporaries per warp and computed d / sqrt(variance) for
-    every bin, where the scatter needs one in seven."""
+    every bin, where the scatter needs a subsample."""
     rows, cols = blurred.shape
-    seeds = np.zeros((rows, cols), np.bool_)
+    seeds = np.empty((rows, cols), np.bool_)
     sample = np.empty(-(-rows * cols // _SUBSAMPLE), np.float32)
     k = 0
-    for flat in range(0, rows * cols, _SUBSAMPLE):
-        r, c = flat // cols, flat % cols
-        var = variance[r, c]
-        if var > 0:
-            z = (blurred[r, c] - reference[r, c]) / np.sqrt(var)
-            if math.isfinite(z):
-                sample[k] = z
-                k += 1
+    for r in range(rows):  # flat indices 0, 7, 14, ...
+        for c in range(-(r * cols) % _SUBSAMPLE, cols, _SUBSAMPLE):
+            var = variance[r, c]
+            if var > 0:
+                z = (blurred[r, c] - reference[r, c]) / np.sqrt(var)
+                if math.isfinite(z):
+                    sample[k] = z
+                    k += 1
     if k < _MIN_SAMPLE:
+        seeds[:] = False
         return seeds
     sample = sample[:k]
     noise = np.float32(nsigma * _MAD_TO_SIGMA * np.median(np.abs(sample - np.median(sample))))
     tolerance = np.float32(rel_tol)
-    for r in range(rows):
-        for c in range(cols):  # branch-free (NaN compares False): vectorises
-            var, ref = variance[r, c], reference[r, c]
-            d = blurred[r, c] - ref
+    for r in range(rows):  # 1-D rows, branch-free (NaN compares False): vectorises
+        row_var, row_ref, row_blurred, row_seeds = variance[r], reference[r], blurred[r], seeds[r]
+        for c in range(cols):
+            var, ref = row_var[c], row_ref[c]
+            d = row_blurred[c] - ref
             limit = noise * np.sqrt(var) + tolerance * abs(ref)
-            seeds[r, c] = (var > 0) & ((d if positive_only else abs(d)) > limit)
+            row_seeds[c] = (var > 0) & ((d if positive_only else abs(d)) > limit)
     return seeds
 
 

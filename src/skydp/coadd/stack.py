@@ -49,7 +49,7 @@ THREADS = min(4, os.cpu_count() or 1)  # row blocks stacked in parallel
 BAD_MASK_PLANES = ("NO_DATA", "BAD", "SAT", "CR")  # input pixels with these bits are left out
 PROPAGATE_FRACTION = 0.1  # a left-out input's bad plane is set in the coadd above this weight fraction
 _NOT_PROPAGATED = ("DETECTED", "DETECTED_NEGATIVE", "NO_DATA")
-_WEIGHT_STEP = 4  # the weight's median variance from every 4th pixel per axis ...
+_WEIGHT_STEP = 8  # the weight's median variance from every 8th pixel per axis ...
 _WEIGHT_MIN_PIXELS = 10_000  # ... when that leaves this many usable pixels
 _CHUNK_PIXELS = 32_768  # coadd pixels whose sums (~50 bytes each) stay in the CPU cache while all inputs are added
 
@@ -79,8 +79,9 @@ def _check_warps(warps: Sequence[Exposure]) -> None:
 
 
 def _weight(warp: Exposure, bad_bits: int) -> float:
-    """1 / median variance of the usable pixels (0 when none), from every 4th pixel per axis when
-    that leaves enough (the median of ~1e6 values is as good as of ~2e7 and 16x cheaper)."""
+    """1 / median variance of the usable pixels (0 when none), from every 8th pixel per axis when
+    that leaves enough (the median of ~2e5 values of a smooth variance plane is as good as of ~2e7,
+    and 64x cheaper)."""
     for step in (_WEIGHT_STEP, 1):
         var = np.asarray(warp.variance[::step, ::step])
         image = np.asarray(warp.image[::step, ::step])
@@ -181,27 +182,29 @@ def _finish_rows(sums: np.ndarray, count: np.ndarray, coadd_mask: np.ndarray, cl
     is used), inputs used, mask = propagated planes | CLIPPED | each plane whose left-out inputs carry
     more than ``fraction`` of the covering weight (coadd bit values ``planes_out``). Zeroes the sums."""
     rows, cols = count.shape
-    for r in range(rows):
+    for r in range(rows):  # 1-D row views, branch-free: vectorises
+        weighted, weighted_var, weight = sums[0, r], sums[1, r], sums[2, r]
+        row_mask, row_clipped, image, var, mask = coadd_mask[r], clipped[r], out_image[r], out_variance[r], out_mask[r]
         for c in range(cols):
-            weight = sums[2, r, c]
-            has = weight > 0
-            inverse = 1.0 / weight if has else np.nan
-            out_image[r, c] = sums[0, r, c] * inverse
-            out_variance[r, c] = sums[1, r, c] * inverse * inverse
-            out_count[r, c] = count[r, c]
-            out_mask[r, c] = (coadd_mask[r, c] | (clipped_bit if clipped[r, c] else 0)
-                              | (0 if has else no_data_bit))
+            has = weight[c] > 0
+            inverse = 1.0 / weight[c] if has else np.nan
+            image[c] = weighted[c] * inverse
+            var[c] = weighted_var[c] * inverse * inverse
+            mask[c] = row_mask[c] | (clipped_bit if row_clipped[c] else 0) | (0 if has else no_data_bit)
+        out_count[r] = count[r]
         if any_left_out[r].any():
             for c in np.flatnonzero(any_left_out[r]):
                 for p in range(planes_out.shape[0]):
                     if left_out[p, r, c] > fraction * sums[3, r, c]:
                         out_mask[r, c] |= planes_out[p]
                     left_out[p, r, c] = 0.0
-    sums[:] = 0.0
-    count[:] = 0
-    coadd_mask[:] = 0
-    clipped[:] = False
-    any_left_out[:] = False
+    for r in range(rows):  # zeroed for the next chunk, row by row (numba's N-d slice fill is slow)
+        for k in range(4):
+            sums[k, r] = 0.0
+        count[r] = 0
+        coadd_mask[r] = 0
+        clipped[r] = False
+        any_left_out[r] = False
 
 
 def _rows_of(warp: Exposure, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
