@@ -67,8 +67,6 @@ def _truth_in_full_depth(truth, coadds):
     return keep
 
 
-@pytest.mark.xfail(strict=False, reason="measured 0.905 and 0.899 in two runs against the 0.90 bar: at the bar, "
-                   "misses not yet studied (close blends in the 20x-dense tiny field are the suspects)")
 def test_completeness_at_coadd_snr_10(survey):
     truth, coadds, objects, _ = survey
     static = truth.type.isin(["star", "galaxy"]).to_numpy() & _truth_in_full_depth(truth, coadds)

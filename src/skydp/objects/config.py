@@ -20,8 +20,16 @@ class ObjectConfig:
     grow_sigma: float = 2.4  # footprint growth, in PSF sigma (largest over the bands)
     deblend: bool = True
     deblend_nthresh: int = 64
-    deblend_cont: float = 0.001  # of the whole parent: coadd parents merge bright and faint objects
+    # sep's contrast is relative to the whole parent: at 1e-3 a 1.5 uJy star inside the 4 mJy footprint of a
+    # bright star (tiny sim, 1 of 10 misses at coadd S/N >= 10) was not split; noise branches are rejected
+    # by the 5-sigma threshold of every level, not by this contrast (spurious counts unchanged at 1e-5)
+    deblend_cont: float = 1e-5
     noise_sample: int = 1_000_000  # pixels sampled to measure each band's S/N-image noise
+    # second search on the image minus the PSF models of the point sources (skydp.objects.residual_peaks)
+    residual_peaks: bool = True
+    residual_point_trace: float = 0.2  # point-like: adaptive-moment trace within this fraction of the PSF's
+    residual_profile_error: float = 0.05  # PSF-model error, as a fraction of the model, added to the noise
+    residual_min_separation: float = 1.0  # new peaks at least this many PSF FWHM from every detected peak
     # reference band: significant = unforced PSF-flux S/N at least this
     ref_band_snr: float = 5.0
     # measurement
@@ -39,6 +47,9 @@ class ObjectConfig:
             "min_area": self.min_area >= 1,
             "grow_sigma": self.grow_sigma >= 0,
             "noise_sample": self.noise_sample >= 1000,
+            "residual_point_trace": self.residual_point_trace > 0,
+            "residual_profile_error": self.residual_profile_error >= 0,
+            "residual_min_separation": self.residual_min_separation > 0,
             "moments_stamp_size": self.moments_stamp_size >= 7 and self.moments_stamp_size % 2 == 1,
             "kron_radius_factor": self.kron_radius_factor > 0,
             "kron_min_radius": self.kron_min_radius >= 0,

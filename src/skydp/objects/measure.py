@@ -27,6 +27,7 @@ from skydp.exposure import Exposure
 from skydp.objects.band_measurement import BandMeasurer, Ellipse, RowGroups, apply_aperture_correction
 from skydp.objects.config import REF_BAND_PRIORITY, ObjectConfig
 from skydp.objects.detection import detect_objects, prepare_band
+from skydp.objects.residual_peaks import add_residual_peaks
 from skydp.pipeline.detection import Footprints
 from skydp.pipeline.stamps import round_half_up
 from skydp.skymap import PatchInfo, SkyMap
@@ -54,6 +55,8 @@ def measure_objects(coadds: Mapping[str, Exposure | Coadd], patch: PatchInfo, sk
     found = detect_objects(snrs, max(p.sigma for p in planes), config.threshold, config.min_area,
                            config.grow_sigma, config.deblend, config.deblend_nthresh, config.deblend_cont)
     del snrs
+    if config.residual_peaks:
+        found = add_residual_peaks(planes, found, config)
     if len(found.x) == 0:
         return tables.empty_table("Object")
     groups, x_peak, y_peak = _row_groups(found)
