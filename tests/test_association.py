@@ -107,9 +107,9 @@ def test_dia_object_statistics_match_direct_computation():
         flux = rng.normal(rng.uniform(-2000, 5000), rng.uniform(50, 800), n)
         if k % 7 == 0:
             flux[0] = np.nan  # excluded from the psfFlux statistics, still counted in nDiaSources
-        rows.append(dict(oid=np.full(n, 1000 + k), band=band, flux=flux, err=rng.uniform(30, 300, n),
-                         t=61000 + np.sort(rng.uniform(0, 300, n)), sci=rng.normal(8000, 100, n),
-                         scierr=rng.uniform(20, 60, n)))
+        rows.append({"oid": np.full(n, 1000 + k), "band": band, "flux": flux, "err": rng.uniform(30, 300, n),
+                     "t": 61000 + np.sort(rng.uniform(0, 300, n)), "sci": rng.normal(8000, 100, n),
+                     "scierr": rng.uniform(20, 60, n)})
     c = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
     for key in ("flux", "err", "sci", "scierr"):  # the DiaSource flux columns are float32
         c[key] = c[key].astype(np.float32).astype(float)
@@ -218,7 +218,7 @@ def test_error_aware_cost_prefers_the_likelier_object():
     # the Gaussian likelihood picks the second
     objects = dia_source_table([0.0, 0.6 / 3600], 0.0, visit_id(0), 61000.0, "g", err_arcsec=np.array([0.02, 0.5]))
     res0 = associate(objects)
-    precise, loose = res0.dia_sources.column("diaObjectId").to_pylist()
+    _precise, loose = res0.dia_sources.column("diaObjectId").to_pylist()
     src = dia_source_table([0.2 / 3600], 0.0, visit_id(1), 61001.0, "g", err_arcsec=0.02)
     res1 = associate(src, res0.dia_objects, history=res0.dia_sources)
     assert res1.dia_sources.column("diaObjectId").to_pylist() == [loose]

@@ -16,7 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from skydp.association.dia_objects import STAT_INPUTS, dia_object_table, numpy_columns
-from skydp.association.matching import match_one_to_one, pair_costs, sky_from_vectors, unit_vectors
+from skydp.association.matching import (
+    match_one_to_one,
+    pair_costs,
+    sky_from_vectors,
+    unit_vectors,
+)
 from skydp.association.object_state import ObjectState
 
 DEFAULT_RADIUS_ARCSEC = 1.0

@@ -11,8 +11,8 @@ undefined for a group (e.g. Sigma of one value) is null.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
