@@ -67,10 +67,13 @@ def estimate_background(image: np.ndarray, masked: np.ndarray, mesh: int, filter
     cell, median-filtered over ``filter_size`` cells; its spline is sampled at our node grid.
     """
     ny, nx = image.shape
-    data = np.ascontiguousarray(np.where(masked, 0.0, image), dtype=np.float32)
     bw, bh = min(mesh, nx), min(mesh, ny)
-    bkg = sep.Background(data, mask=np.ascontiguousarray(masked), bw=bw, bh=bh,
-                         fw=filter_size, fh=filter_size)
+    if masked.any():
+        data = np.ascontiguousarray(np.where(masked, 0.0, image), dtype=np.float32)
+        bkg = sep.Background(data, mask=np.ascontiguousarray(masked), bw=bw, bh=bh, fw=filter_size, fh=filter_size)
+    else:  # sep is a third faster without a mask
+        bkg = sep.Background(np.ascontiguousarray(image, dtype=np.float32), bw=bw, bh=bh, fw=filter_size,
+                             fh=filter_size)
     nodes_x, nodes_y = mesh_centres(nx, bw), mesh_centres(ny, bh)
     iy, ix = np.round(nodes_y).astype(int)[:, None], np.round(nodes_x).astype(int)[None, :]
     values = bkg.back(dtype=np.float32)[iy, ix].astype(np.float64)

@@ -78,8 +78,9 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
         exp.variance = np.maximum(background.rms_image(), 0) ** 2
         exp.info.warnings.append("variance estimated from the background RMS map (no VARIANCE plane)")
     exp.image -= background.image()
-    var_work = exp.variance.astype(np.float32)  # a copy: zero at unusable pixels
+    var_work = np.asarray(exp.variance, dtype=np.float32)  # zero at unusable pixels: a copy then
     if any_unusable:
+        var_work = var_work.copy() if var_work is exp.variance else var_work
         var_work[unusable] = 0.0
         exp.image[unusable] = 0.0
 
