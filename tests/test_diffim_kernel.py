@@ -181,3 +181,29 @@ def test_subtraction_is_deterministic():
         assert np.array_equal(a.image, b.image, equal_nan=True)
         assert np.array_equal(a.variance, b.variance, equal_nan=True)
         assert np.array_equal(a.mask.array, b.mask.array)
+
+
+def test_fixed_flux_ratio_keeps_a_lone_transient():
+    """A small cut-out whose only bright source brightens by 40 %: a free kernel sum scales the template
+    source up to the science and the change vanishes; with the flux ratio known (1, same calibrated
+    units) the kernel sum is exactly 1 and the difference keeps the change. Not all of it: the kernel's
+    zero-sum terms, fitted to this one source, still move ~7 % beyond a 10 px aperture."""
+    rng = np.random.default_rng(21)
+    shape = (96, 96)
+    sig_t, sig_s = 1.3, 1.9
+    yy, xx = np.mgrid[:96, :96]
+    blob = np.exp(-0.5 * ((xx - 47.3) ** 2 + (yy - 48.6) ** 2) / sig_t**2) / (2 * np.pi * sig_t**2)
+    template = 1e5 * blob
+    science = 1.4e5 * signal.fftconvolve(blob, gaussian_stamp(np.sqrt(sig_s**2 - sig_t**2), 31), mode="same")
+    var_s, var_t = np.full(shape, 20.0**2), np.full(shape, 8.0**2)
+    sci = make_exposure(science + rng.normal(size=shape) * 20.0, var_s, sig_s)
+    tmp = make_exposure(template + rng.normal(size=shape) * 8.0, var_t, sig_t, visit=2)
+    r = np.hypot(xx - 47.3, yy - 48.6) < 10
+    free = subtract_images(sci, tmp)
+    fixed = subtract_images(sci, tmp, DiffimConfig(flux_ratio=1.0))
+    assert fixed.kernel.kernel_sum == 1.0
+    assert abs(free.kernel.kernel_sum - 1.4) < 0.05  # the change became the photometric scale
+    assert np.nansum(free.difference.image[r]) < 0.1 * 0.4e5
+    assert np.nansum(fixed.difference.image[r]) == pytest.approx(0.4e5, rel=0.1)
+    with pytest.raises(ValueError, match="flux_ratio"):
+        DiffimConfig(flux_ratio=0.0)

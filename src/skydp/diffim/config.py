@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 MODES = ("auto", "template", "science")
 
 
@@ -20,6 +22,9 @@ class DiffimConfig:
     basis_min_sigma: float = 0.7
     kernel_min_size: int = 21
     kernel_max_size: int = 35
+    # science / template flux of one source, when known from calibration (1 for images in the same
+    # calibrated units); None = fitted (the kernel sum). Fix it where the stars cannot constrain it
+    flux_ratio: float | None = None
     spatial_kernel_order: int = 1  # polynomial order of the kernel coefficients in x, y
     spatial_background_order: int = 2  # polynomial order of the differential background
     # kernel stars (LSST: 10 <= S/N <= 500, at most 1000, 128 px cells; fainter stars add more template
@@ -48,6 +53,7 @@ class DiffimConfig:
             "basis_degrees": len(self.basis_degrees) == len(self.basis_sigmas) and min(self.basis_degrees) >= 0,
             "basis_beta": self.basis_beta > 1,
             "kernel_min_size": 3 <= self.kernel_min_size <= self.kernel_max_size,
+            "flux_ratio": self.flux_ratio is None or (np.isfinite(self.flux_ratio) and self.flux_ratio > 0),
             "spatial_kernel_order": 0 <= self.spatial_kernel_order <= 3,
             "spatial_background_order": -1 <= self.spatial_background_order <= 3,
             "star_min_snr": 0 < self.star_min_snr < self.star_max_snr,

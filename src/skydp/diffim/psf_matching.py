@@ -126,6 +126,18 @@ class KernelSolution:
         return out
 
 
+def _solve(normal: np.ndarray, vector: np.ndarray, fixed_first: float | None) -> np.ndarray:
+    """Solution of the normal equations, with the first parameter held at ``fixed_first`` if given
+    (the partitioned system: its column moves to the right-hand side)."""
+    free = slice(0 if fixed_first is None else 1, None)
+    rhs = vector[free] if fixed_first is None else vector[free] - normal[free, 0] * fixed_first
+    try:
+        sol = np.linalg.solve(normal[free, free], rhs)
+    except np.linalg.LinAlgError:
+        sol = np.linalg.lstsq(normal[free, free], rhs, rcond=None)[0]
+    return sol if fixed_first is None else np.r_[fixed_first, sol]
+
+
 def _scaled(q: np.ndarray, n: int) -> np.ndarray:
     """Pixel coordinate 0..n-1 mapped to [-1, 1]: the variable of every spatial polynomial."""
     return (2.0 * q - (n - 1)) / max(n - 1, 1)
@@ -194,7 +206,7 @@ def select_kernel_stars(image: np.ndarray, variance: np.ndarray, bad: np.ndarray
 def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_variance: np.ndarray,
                         reference_variance: np.ndarray, bad: np.ndarray, basis: AlardLuptonBasis, star_x: np.ndarray, star_y: np.ndarray, fit_half: int,
                         kernel_order: int, background_order: int, min_stars: int, clip_sigma: float,
-                        clip_iterations: int) -> KernelSolution:
+                        clip_iterations: int, kernel_sum: float | None = None) -> KernelSolution:
     """Fit reference ~ convolved (x) K + B on stamps at integer array centres (star_x, star_y).
 
     Pixels are weighted by 1 / (convolved_variance + reference_variance); ``bad`` marks pixels
@@ -206,6 +218,10 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
     bias: a too-broad kernel, several per cent of PSF flux for a single-visit template). The expected
     noise part of the normal matrix, sum_p w_p var_p <B'_k, B'_l> for uncorrelated noise, is therefore
     subtracted (corrected least squares).
+
+    ``kernel_sum`` fixes the photometric scale (the coefficient of B'_0) instead of fitting it: for
+    images whose flux ratio is known from calibration and whose few stars cannot constrain it (a
+    cut-out whose brightest source is the transient itself would otherwise be scaled away).
     """
     shape = reference.shape
     ny, nx = shape
@@ -282,10 +298,7 @@ def fit_matching_kernel(convolved: np.ndarray, reference: np.ndarray, convolved_
             np.linalg.cholesky(normal)
         except np.linalg.LinAlgError:
             normal = np.einsum("nla,nlb->ab", expand[active], gram[active] @ expand[active])
-        try:
-            theta = np.linalg.solve(normal, vector)
-        except np.linalg.LinAlgError:
-            theta = np.linalg.lstsq(normal, vector, rcond=None)[0]
+        theta = _solve(normal, vector, kernel_sum)
         local = np.einsum("nla,a->nl", expand, theta)
         resid = target - np.einsum("nlp,nl->np", design, local)
         chi2 = resid * resid * weight

@@ -81,7 +81,8 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
                                          config.stars_per_cell, config.max_stars)
     solution = fit_matching_kernel(conv.image, ref.image, conv.variance, ref.variance, fit_bad, basis, star_x,
                                    star_y, fit_half, config.spatial_kernel_order, config.spatial_background_order,
-                                   config.min_stars, config.clip_sigma, config.clip_iterations)
+                                   config.min_stars, config.clip_sigma, config.clip_iterations,
+                                   _fixed_kernel_sum(config.flux_ratio, convolve_template))
     kappa = solution.kernel_sum
     if not kappa > 0:
         raise ValueError(f"matching kernel has a non-positive sum ({kappa}): science and template do not match")
@@ -141,6 +142,13 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
                                 info=dataclasses.replace(template.info, warnings=list(template.info.warnings)))
     return Difference(difference=difference, matched_template=matched_template, kernel=solution,
                       convolved="template" if convolve_template else "science", decorrelation=phi)
+
+
+def _fixed_kernel_sum(flux_ratio: float | None, convolve_template: bool) -> float | None:
+    """Kernel sum implied by a known science / template flux ratio (the convolved image is scaled to the other)."""
+    if flux_ratio is None:
+        return None
+    return flux_ratio if convolve_template else 1.0 / flux_ratio
 
 
 @dataclass
