@@ -44,6 +44,7 @@ from skydp.exposure.wcs_tools import sky_to_array
 MAPPING_STEP = 64  # target pixels between exactly mapped grid nodes (spline error ~1e-7 px for SIP distortions)
 BLOCK_ROWS = 256  # target rows per processing block (bounds the position arrays to 2 x BLOCK_ROWS x width floats)
 PSF_GRID = 5  # PSF stamps per side on the target grid
+_TILE_COLUMNS = 32  # target columns per tile in the resampling kernel
 THREADS = min(4, os.cpu_count() or 1)  # worker threads for the row blocks
 _HALF = 3  # Lanczos-3: taps at floor(t) - 2 ... floor(t) + 3
 _MARGIN = 8  # target pixels mapped beyond the target's edges
@@ -133,40 +134,43 @@ def _lanczos3_resample(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
     with_variance = variance.shape[0] > 0
     with_mask = mask.shape[0] > 0
     phases = lut.shape[0] - 1
-    for r in range(u.shape[0]):
-        for c in range(u.shape[1]):
-            uu, vv = u[r, c], v[r, c]
-            total = np.float32(np.nan)
-            total_var = np.float32(np.nan)
-            bits = 0
-            if not (uu > -1e9 and uu < 1e9 and vv > -1e9 and vv < 1e9):  # also catches NaN
-                bits = no_data_bit
-            else:
-                fu, fv = math.floor(uu), math.floor(vv)
-                iu, iv = int(fu), int(fv)
-                x0, y0 = iu - (_HALF - 1), iv - (_HALF - 1)
-                inside = x0 >= 0 and y0 >= 0 and x0 + 2 * _HALF <= nx and y0 + 2 * _HALF <= ny
+    # column tiles: a rotated grid walks diagonally through the source; a narrow tile keeps the
+    # source pixels its rows share in the L1 cache (~30% faster with variance than whole rows)
+    for c0 in range(0, u.shape[1], _TILE_COLUMNS):
+        for r in range(u.shape[0]):
+            for c in range(c0, min(c0 + _TILE_COLUMNS, u.shape[1])):
+                uu, vv = u[r, c], v[r, c]
+                total = np.float32(np.nan)
+                total_var = np.float32(np.nan)
+                bits = 0
+                if not (uu > -1e9 and uu < 1e9 and vv > -1e9 and vv < 1e9):  # also catches NaN
+                    bits = no_data_bit
+                else:
+                    fu, fv = math.floor(uu), math.floor(vv)
+                    iu, iv = int(fu), int(fv)
+                    x0, y0 = iu - (_HALF - 1), iv - (_HALF - 1)
+                    inside = x0 >= 0 and y0 >= 0 and x0 + 2 * _HALF <= nx and y0 + 2 * _HALF <= ny
+                    if with_mask:
+                        if inside:  # the 2 x 2 nearest pixels are among the taps
+                            bits = mask[iv, iu] | mask[iv, iu + 1] | mask[iv + 1, iu] | mask[iv + 1, iu + 1]
+                        else:
+                            for j in range(iv, iv + 2):
+                                for i in range(iu, iu + 2):
+                                    bits |= mask[j, i] if 0 <= j < ny and 0 <= i < nx else no_data_bit
+                    if inside:
+                        pu = int((uu - fu) * phases + 0.5)
+                        pv = int((vv - fv) * phases + 0.5)
+                        total = _tap_sum(image, x0, y0, lut[pu], lut[pv])
+                        if with_variance:
+                            total_var = _tap_sum(variance, x0, y0, lut_squared[pu], lut_squared[pv])
+                    if math.isnan(total):
+                        bits |= no_data_bit
+                        total_var = np.float32(np.nan)
+                out_image[r, c] = total
+                if with_variance:
+                    out_variance[r, c] = total_var
                 if with_mask:
-                    if inside:  # the 2 x 2 nearest pixels are among the taps
-                        bits = mask[iv, iu] | mask[iv, iu + 1] | mask[iv + 1, iu] | mask[iv + 1, iu + 1]
-                    else:
-                        for j in range(iv, iv + 2):
-                            for i in range(iu, iu + 2):
-                                bits |= mask[j, i] if 0 <= j < ny and 0 <= i < nx else no_data_bit
-                if inside:
-                    pu = int((uu - fu) * phases + 0.5)
-                    pv = int((vv - fv) * phases + 0.5)
-                    total = _tap_sum(image, x0, y0, lut[pu], lut[pv])
-                    if with_variance:
-                        total_var = _tap_sum(variance, x0, y0, lut_squared[pu], lut_squared[pv])
-                if math.isnan(total):
-                    bits |= no_data_bit
-                    total_var = np.float32(np.nan)
-            out_image[r, c] = total
-            if with_variance:
-                out_variance[r, c] = total_var
-            if with_mask:
-                out_mask[r, c] = bits
+                    out_mask[r, c] = bits
 
 
 _NONE_F = np.empty((0, 0), np.float32)
