@@ -87,22 +87,28 @@ def _columns(cx: float, near: float, far: float, r: float, nx: int) -> tuple[int
     return ic, idd, ia, ib
 
 
-@numba.njit(cache=True, nogil=True)
 def label_index(segmap: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of the pixels of each label 1..n_labels: pixels[start[l]:start[l + 1]]."""
+    """Flat indices of the pixels of each label 1..n_labels: pixels[start[l]:start[l + 1]], in
+    raster order."""
     flat = segmap.ravel()
+    labelled = np.flatnonzero(flat)  # footprints cover a small part of an image: find them first
+    return _counting_sort(flat[labelled], labelled, n_labels)
+
+
+@numba.njit(cache=True, nogil=True)
+def _counting_sort(labels: np.ndarray, where: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
     start = np.zeros(n_labels + 2, dtype=np.int64)
-    for p in range(flat.size):
-        if 0 < flat[p] <= n_labels:
-            start[flat[p] + 1] += 1
+    for lab in labels:
+        if 0 < lab <= n_labels:
+            start[lab + 1] += 1
     for lab in range(1, n_labels + 2):
         start[lab] += start[lab - 1]
     fill = start[:-1].copy()
     pixels = np.empty(start[-1], dtype=np.int64)
-    for p in range(flat.size):
-        lab = flat[p]
+    for q in range(labels.size):
+        lab = labels[q]
         if 0 < lab <= n_labels:
-            pixels[fill[lab]] = p
+            pixels[fill[lab]] = where[q]
             fill[lab] += 1
     return start, pixels
 
@@ -179,9 +185,10 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                 ic, idd, ia, ib = _columns(cx, near, far, radii[k], nx)
                 if ic > idd:
                     continue
+                f_row = v_row = 0.0
                 if ia <= ib:
-                    flux[n, k] += pre_f[ib + 1] - pre_f[ia]
-                    var_sum[n, k] += pre_v[ib + 1] - pre_v[ia]
+                    f_row = pre_f[ib + 1] - pre_f[ia]
+                    v_row = pre_v[ib + 1] - pre_v[ia]
                     runs = ((ic, ia - 1), (ib + 1, idd))
                 else:
                     runs = ((ic, idd), (1, 0))
@@ -196,8 +203,10 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                         frac = right - nxt
                         right = nxt
                         if not use_segmap or segmap[j, i] == 0 or segmap[j, i] == own_label:
-                            flux[n, k] += frac * image[j, i]
-                            var_sum[n, k] += frac * variance[j, i]
+                            f_row += frac * image[j, i]
+                            v_row += frac * variance[j, i]
+                flux[n, k] += f_row
+                var_sum[n, k] += v_row
             w_lo[slot, :] = w_hi  # this row's upper edge is the next row's lower edge
             hw_lo[slot, :] = hw_hi
     if not use_segmap:

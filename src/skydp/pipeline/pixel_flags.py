@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from skydp.exposure import Mask
@@ -15,11 +16,29 @@ CENTER_FLAGS = ("saturated", "cr", "interpolated", "suspect")
 
 def footprint_mask_bits(mask: np.ndarray, labels: np.ndarray, n_labels: int, bits: int) -> np.ndarray:
     """OR of ``mask & bits`` over the pixels of each label 1..n_labels (index 0 = label 1)."""
+    return footprint_area_and_bits(mask, labels, n_labels, bits)[1][1:]
+
+
+def footprint_area_and_bits(mask: np.ndarray, labels: np.ndarray, n_labels: int,
+                            bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count and OR of ``mask & bits`` per label 0..n_labels (labels beyond are ignored)."""
+    if mask.shape != labels.shape:
+        raise ValueError(f"footprint flags: mask {mask.shape} and labels {labels.shape} differ in shape")
+    area = np.zeros(n_labels + 1, dtype=np.int64)
     out = np.zeros(n_labels + 1, dtype=np.int64)
-    hit = np.flatnonzero(((mask & bits) != 0).ravel() & (labels.ravel() > 0))
-    if hit.size:
-        np.bitwise_or.at(out, labels.ravel()[hit], (mask.ravel()[hit] & bits).astype(np.int64))
-    return out[1:]
+    _area_and_bits(np.ascontiguousarray(mask).ravel(), np.ascontiguousarray(labels).ravel(), np.int64(bits), area, out)
+    return area, out
+
+
+@numba.njit(cache=True, nogil=True)
+def _area_and_bits(mask: np.ndarray, labels: np.ndarray, bits: np.int64, area: np.ndarray, out: np.ndarray) -> None:
+    """One compiled pass for what took a bincount and four full-size numpy temporaries."""
+    n_labels = area.size - 1
+    for p in range(labels.size):
+        lab = labels[p]
+        if 0 < lab <= n_labels:
+            area[lab] += 1
+            out[lab] |= mask[p] & bits
 
 
 def pixel_flags(mask: Mask, cutter: StampCutter, footprint_bits: np.ndarray, x: np.ndarray, y: np.ndarray,

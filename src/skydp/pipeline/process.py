@@ -17,7 +17,7 @@ from skydp.pipeline.config import APERTURE_RADII, CALIB_APERTURE_RADIUS, SingleV
 from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_sharpness_ratios
 from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_kernel_1d, snr_image
 from skydp.pipeline.moments import adaptive_moments
-from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_mask_bits, pixel_flags
+from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_area_and_bits, pixel_flags
 from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaussian_psf
 from skydp.pipeline.psf_photometry import fit_psf, measurement_stamps
 from skydp.pipeline.sky_sources import place_sky_sources
@@ -64,11 +64,13 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
 
     # bad input: NaN pixels -> NO_DATA, non-positive or non-finite variance -> BAD
     nodata = ~np.isfinite(exp.image)
-    _set_plane(mask, "NO_DATA", nodata)
-    exp.image[nodata] = 0.0
+    if nodata.any():
+        _set_plane(mask, "NO_DATA", nodata)
+        exp.image[nodata] = 0.0
     if exp.variance is not None:
-        bad_var = ~np.isfinite(exp.variance) | (exp.variance <= 0)
-        _set_plane(mask, "BAD", bad_var & ~nodata)
+        bad_var = ~((exp.variance > 0) & (exp.variance < np.inf))  # NaN compares false: bad too
+        if bad_var.any():
+            _set_plane(mask, "BAD", bad_var & ~nodata)
     unusable = (mask.array & mask.bitmask(*UNUSABLE_PLANES)) != 0
     any_unusable = bool(unusable.any())
 
@@ -123,11 +125,12 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     found = detect(snr, config.threshold, config.min_area, config.grow_sigma * sigma,
                    config.deblend, config.deblend_nthresh, config.deblend_cont)
     del snr
-    _set_plane(mask, "DETECTED", found.segmap > 0)
+    detected = found.segmap > 0
+    _set_plane(mask, "DETECTED", detected)
 
     # 1 (again). background re-estimated with the detected footprints, widened to cover the PSF
     # wings of bright sources, masked
-    wings = _grown_mask(found.segmap > 0, config.background_mask_grow * sigma)
+    wings = _grown_mask(detected, config.background_mask_grow * sigma)
     correction = masked_mesh_mean(exp.image, unusable | wings, config.background_mesh, config.background_filter)
     del wings
     exp.image -= correction.image()
@@ -136,7 +139,8 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     background = background.plus(correction)
 
     # 6-8. measurement, aperture correction, ids
-    columns, row_labels = _measure(exp, var_work, unusable, found, config, sigma)
+    avoid = unusable | detected  # not blank sky
+    columns, row_labels = _measure(exp, var_work, unusable, detected, avoid, found, config, sigma)
     n_rows = len(columns["x"])
     counter = np.arange(1, n_rows + 1)
     ccd_visit_id = _ccd_visit_id(exp)
@@ -153,11 +157,11 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     sources = tables.to_arrow("Source", {k: v for k, v in columns.items() if k in known})
 
     footprints = _footprints(found, source_ids, row_labels, kind)
-    good_sky = ~(unusable | (found.segmap > 0))
-    sky_noise = float(np.std(exp.image[good_sky])) if good_sky.any() else float("nan")
+    sky_noise = float(np.std(exp.image[~avoid])) if not avoid.all() else float("nan")
+    usable_variance = exp.variance[~unusable] if any_unusable else exp.variance
     ccd_visit = ccd_visit_row(exp, ccd_visit_id, sigma, psf_kernel, float(np.median(background.values)),
-                              sky_noise, float(np.median(exp.variance[~unusable])) if (~unusable).any()
-                              else float("nan"), n_psf_star)
+                              sky_noise, float(np.median(usable_variance)) if usable_variance.size else float("nan"),
+                              n_psf_star)
     return SingleVisitResult(exposure=exp, background=background, sources=sources, footprints=footprints,
                              ccd_visit=ccd_visit)
 
@@ -205,8 +209,8 @@ def _ccd_visit_id(exp: Exposure) -> int:
     return ids.pack_visit_detector(exp.info.visit, exp.info.detector)
 
 
-def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: Footprints,
-             config: SingleVisitConfig, sigma: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected: np.ndarray, avoid: np.ndarray,
+             found: Footprints, config: SingleVisitConfig, sigma: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Measure all rows: deblended/isolated sources, blend parents, sky sources."""
     ny, nx = exp.shape
     psf = exp.psf
@@ -218,7 +222,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     cutter.add("labels", found.segmap)
     cutter.add("parents", found.parent_map)
     cutter.add("mask", exp.mask.array, fill=exp.mask.bitmask("NO_DATA"))
-    cutter.add("avoid", unusable | (found.segmap > 0), fill=True)
+    cutter.add("avoid", avoid, fill=True)
 
     n_src = len(found.x)
     n_child = found.n_children
@@ -241,13 +245,10 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, found: F
     ]
     bits = exp.mask.bitmask(*[p for p in FLAG_PLANES.values() if p in exp.mask.planes])
     label_maps = {"labels": found.segmap, "parents": found.parent_map}
-    per_label = {}  # plane -> (footprint area, OR of the flag bits) per label, index 0 = no label
-    for plane, segmap in label_maps.items():
-        n_labels = int(segmap.max()) if segmap.size else 0
-        flat = segmap.ravel()
-        per_label[plane] = (np.bincount(flat[flat != 0], minlength=n_labels + 1),  # index 0 unused
-                            np.r_[0, footprint_mask_bits(exp.mask.array, segmap, n_labels, bits)])
-    summer = ApertureSummer(exp.image, var_work, found.segmap > 0)
+    # plane -> (footprint area, OR of the flag bits) per label; index 0 (no label) stays 0
+    per_label = {plane: footprint_area_and_bits(exp.mask.array, segmap, n_labels, bits)
+                 for (plane, segmap), n_labels in zip(label_maps.items(), (n_src, found.n_parents))}
+    summer = ApertureSummer(exp.image, var_work, detected)
     parts = [_measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)
              for g in groups]
     del summer
