@@ -2,7 +2,8 @@
 
 Per object: id, sum of DiaSource unit vectors (its direction is the mean position), count and
 summed on-sky covariance (arcsec^2), in arrays that grow by doubling. Candidate search uses a
-cKDTree built on a snapshot of the directions, queried with the radius plus a margin; exact
+cKDTree built on a snapshot of the directions (in HEALPix nested order, see ``spatial_order``),
+queried with the radius plus a margin; exact
 distances to the current directions then decide. Objects created since the snapshot, and objects
 whose mean moved by more than the margin since it, are searched in a small tree of their own
 instead. The big tree is rebuilt only when that set exceeds a tenth of it, so a visit costs
@@ -20,7 +21,7 @@ from skydp.association.matching import ARCSEC
 MARGIN_ARCSEC = 1.0
 _REBUILD_FRACTION = 0.1
 _NEAREST = 4  # objects per source from the k-nearest query; sources with more fall back to a ball query
-_QUERY_ORDER_NSIDE = 1 << 16  # HEALPix resolution (3.2") of the space-filling order of tree queries
+_ORDER_NSIDE = 1 << 16  # HEALPix resolution (3.2") of the space-filling order of tree points and queries
 
 
 def chord(arcsec: float) -> float:
@@ -40,6 +41,8 @@ class ObjectState:
         self.cov_sum = np.zeros((capacity, 3))
         self._tree: cKDTree | None = None
         self._tree_size = 0
+        self._tree_objects = np.empty(0, np.int64)  # object index of each tree point
+        self._snapshot = np.empty((0, 3))  # directions when the tree was built, in object order
         self._stale = np.zeros(capacity, bool)
         self.add(ids, vec_sum, count, cov_sum)
 
@@ -68,7 +71,7 @@ class ObjectState:
         self.cov_sum[index] += cov
         indexed = index[index < self._tree_size]
         if indexed.size:
-            moved = np.linalg.norm(self.directions(indexed) - self._tree.data[indexed], axis=1)
+            moved = np.linalg.norm(self.directions(indexed) - self._snapshot[indexed], axis=1)
             self._stale[indexed[moved > chord(MARGIN_ARCSEC)]] = True
 
     def candidates(self, vectors: np.ndarray, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +85,7 @@ class ObjectState:
         parts_s, parts_o = [], []
         if self._tree is not None:
             s, o = pairs_within(self._tree, vectors, chord(radius_arcsec + MARGIN_ARCSEC))
+            o = self._tree_objects[o]
             keep = ~self._stale[o]
             parts_s.append(s[keep])
             parts_o.append(o[keep])
@@ -99,7 +103,9 @@ class ObjectState:
                                np.arange(self._tree_size, self.size)])
 
     def _rebuild(self) -> None:
-        self._tree = cKDTree(self.directions(slice(0, self.size)), balanced_tree=False)
+        self._snapshot = self.directions(slice(0, self.size))
+        self._tree_objects = spatial_order(self._snapshot)
+        self._tree = cKDTree(self._snapshot[self._tree_objects], balanced_tree=False)
         self._tree_size = self.size
         self._stale[:] = False
 
@@ -111,16 +117,24 @@ class ObjectState:
             setattr(self, name, new)
 
 
+def spatial_order(vectors: np.ndarray) -> np.ndarray:
+    """Order of (N, 3) unit vectors along the HEALPix nested (Z-order) curve.
+
+    A cKDTree built on points in this order, queried in this order, touches memory almost
+    sequentially: 1.7x faster builds and 1.4x faster queries than random order for 3e5 points
+    and 1e4 queries, where cache misses dominate.
+    """
+    return np.argsort(hp.vec2pix(_ORDER_NSIDE, vectors[:, 0], vectors[:, 1], vectors[:, 2], nest=True))
+
+
 def pairs_within(tree: cKDTree, vectors: np.ndarray, radius_chord: float) -> tuple[np.ndarray, np.ndarray]:
     """All (vector, tree point) index pairs closer than ``radius_chord``.
 
     A k-nearest query (fast, vectorised) finds them; the rare vectors with all k slots filled
-    get an exact ball query instead, so no pair is missed. The queries run in HEALPix nested
-    (Z-order curve) order, so that consecutive ones walk the same tree nodes: about twice as fast
-    as random order for 1e4 queries into 3e5 points, where cache misses dominate.
+    get an exact ball query instead, so no pair is missed. The queries run in ``spatial_order``.
     """
     k = min(_NEAREST, tree.n)
-    order = np.argsort(hp.vec2pix(_QUERY_ORDER_NSIDE, vectors[:, 0], vectors[:, 1], vectors[:, 2], nest=True))
+    order = spatial_order(vectors)
     dist, idx = tree.query(vectors[order], k=k, distance_upper_bound=radius_chord)
     dist, idx = dist.reshape(len(vectors), k), idx.reshape(len(vectors), k)
     full = np.zeros(len(vectors), bool)
