@@ -41,7 +41,7 @@ class Background:
         bx = _spline_basis(self.nodes_x, nx)
         return (by @ values.astype(np.float32)) @ bx.T
 
-    def plus(self, other: "Background") -> "Background":
+    def plus(self, other: Background) -> Background:
         """Sum of two models on the same nodes (the spline is linear in the node values)."""
         if not (np.array_equal(self.nodes_x, other.nodes_x) and np.array_equal(self.nodes_y, other.nodes_y)):
             raise ValueError("Background.plus: the two models have different nodes")
@@ -53,7 +53,7 @@ class Background:
                 "rms": self.rms, "shape": np.asarray(self.shape)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Background":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Background:
         """Inverse of ``to_arrays``."""
         return cls(np.asarray(arrays["nodes_x"]), np.asarray(arrays["nodes_y"]),
                    np.asarray(arrays["values"]), np.asarray(arrays["rms"]),

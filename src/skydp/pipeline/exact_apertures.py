@@ -19,6 +19,7 @@ import math
 import numba
 import numpy as np
 
+
 @numba.njit(cache=True, nogil=True)
 def _half_segment(u: float, r: float) -> float:
     """H(u) = integral from 0 to u of sqrt(r^2 - t^2) dt, for |u| <= r."""
@@ -77,13 +78,13 @@ def _columns(cx: float, near: float, far: float, r: float, nx: int) -> tuple[int
         return 1, 0, 1, 0
     w_out = math.sqrt(r * r - near * near)
     # touched: [i - 1/2, i + 1/2] meets (cx - w_out, cx + w_out)
-    ic = max(0, int(math.floor(cx - 0.5 - w_out)) + 1)
-    idd = min(nx - 1, int(math.ceil(cx + 0.5 + w_out)) - 1)
+    ic = max(0, math.floor(cx - 0.5 - w_out) + 1)
+    idd = min(nx - 1, math.ceil(cx + 0.5 + w_out) - 1)
     ia, ib = idd + 1, idd
     if far < r:  # wholly inside: both corners of the band's far edge within the circle
         w_in = math.sqrt(r * r - far * far)
-        ia = max(ic, int(math.ceil(cx + 0.5 - w_in)))
-        ib = min(idd, int(math.floor(cx - 0.5 + w_in)))
+        ia = max(ic, math.ceil(cx + 0.5 - w_in))
+        ib = min(idd, math.floor(cx - 0.5 + w_in))
     return ic, idd, ia, ib
 
 
@@ -128,7 +129,7 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
     ny, nx = image.shape
     n_src, nk = xs.size, radii.size
     rmax = radii[nk - 1]
-    width = 2 * int(math.ceil(rmax)) + 6
+    width = 2 * math.ceil(rmax) + 6
     hr = np.empty(nk)
     for k in range(nk):
         hr[k] = _half_segment(radii[k], radii[k])
@@ -136,8 +137,8 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
     j_lo = np.empty(n_src, dtype=np.int64)
     j_hi = np.empty(n_src, dtype=np.int64)
     for n in range(n_src):
-        j_lo[n] = max(0, int(math.ceil(ys[n] - rmax - 0.5)))
-        j_hi[n] = min(ny - 1, int(math.floor(ys[n] + rmax + 0.5)))
+        j_lo[n] = max(0, math.ceil(ys[n] - rmax - 0.5))
+        j_hi[n] = min(ny - 1, math.floor(ys[n] + rmax + 0.5))
     cap = 1  # most sources active at once: per-source work tables live in a ring of cap slots
     m = 0
     for n in range(n_src):
@@ -153,7 +154,7 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
     for j in range(ny):
         while hi < n_src and j_lo[hi] <= j:  # a source enters: its edge-H table and first edge
             slot, cx = hi % cap, xs[hi]
-            e0[hi] = int(math.floor(cx - rmax)) - 1
+            e0[hi] = math.floor(cx - rmax) - 1
             for k in range(nk):
                 r = radii[k]
                 for e in range(width):

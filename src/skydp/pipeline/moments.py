@@ -67,7 +67,7 @@ def _weight_stamp(c_xx: float, c_yy: float, c_xy: float, dx: float, dy: float, w
     for j in range(s):
         v = j - c - dy
         beta, gamma = -e * v, -0.5 * b * v * v
-        peak = min(max(int(round(-beta / (2.0 * alpha) + c + dx)), 0), s - 1)
+        peak = min(max(round(-beta / (2.0 * alpha) + c + dx), 0), s - 1)
         u = peak - c - dx
         w[j, peak] = math.exp(alpha * u * u + beta * u + gamma)
         ratio = math.exp(alpha * (2.0 * u + 1.0) + beta)

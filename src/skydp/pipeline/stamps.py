@@ -19,7 +19,7 @@ class StampCutter:
         self.pad = int(pad)
         self._planes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def add(self, name: str, plane: np.ndarray, fill: float | int = 0) -> None:
+    def add(self, name: str, plane: np.ndarray, fill: float = 0) -> None:
         """Register a 2-D plane under ``name`` with the value ``fill`` beyond its edges."""
         plane = np.ascontiguousarray(plane)
         if plane.ndim != 2:
