@@ -18,7 +18,6 @@ from scipy import ndimage
 
 from skydp.diffim import DiffimConfig, subtract_images
 from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo
-from skydp.pipeline.detection import snr_image
 
 JWST = "jwst_nircam_a2744_2epoch"
 JWST_REF = "jw01324001001-01324-o001_t001_nircam_clear-f200w_i2d_stamp"
@@ -60,24 +59,23 @@ def jwst():
     d = diff.difference
     ok = np.isfinite(d.image)
     pixel_snr = np.where(ok, d.image / np.sqrt(np.where(ok, d.variance, 1.0)), np.nan)
-    smoothed = snr_image(np.where(ok, d.image, 0).astype(np.float32), np.where(ok, d.variance, 0).astype(np.float32),
-                         d.psf.shape(450, 450).sigma)
     valid = (sfft != 0) & ok  # SFFT's masked/edge pixels are exactly 0
-    return diff, pixel_snr, smoothed, sfft, valid
+    return diff, pixel_snr, sfft, valid
 
 
-def _peak_recovery(sfft: np.ndarray, ours: np.ndarray, level: float) -> tuple[int, int]:
-    """SFFT's connected |S/N| > level regions, and how many have a same-sign |S/N| > 5 pixel of ours
-    within 1 px of their extreme pixel."""
+def _peak_recovery(sfft: np.ndarray, ours: np.ndarray, level: float) -> tuple[int, int, np.ndarray]:
+    """SFFT's connected |S/N| > level regions: how many have a same-sign |S/N| > 5 pixel of ours within
+    1 px of their extreme pixel, how many there are, and their sizes in pixels."""
     labels, n = ndimage.label(np.abs(sfft) > level)
     peaks = ndimage.maximum_position(np.abs(sfft), labels, range(1, n + 1))
-    hits = sum(bool(np.any(np.sign(sfft[y, x]) * ours[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] > 5))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    hits = sum(bool(np.any(np.sign(sfft[y, x]) * np.nan_to_num(ours[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]) > 5))
                for y, x in peaks)
-    return hits, n
+    return hits, n, sizes
 
 
 def test_jwst_snr_map_noise(jwst):
-    diff, pixel_snr, _, sfft, valid = jwst
+    diff, pixel_snr, sfft, valid = jwst
     _, _, ours = sigma_clipped_stats(pixel_snr[valid], sigma=3)
     _, _, theirs = sigma_clipped_stats(sfft[valid], sigma=3)
     print(f"3-sigma-clipped std of the S/N map: ours {ours:.3f}, SFFT {theirs:.3f}; kernel sum "
@@ -87,22 +85,34 @@ def test_jwst_snr_map_noise(jwst):
 
 
 def test_jwst_strong_sfft_peaks_are_recovered(jwst):
-    """The issue's 80 % recovery holds for SFFT's peaks above 10 sigma (printed for 7 sigma too):
-    there both methods see the same residual variables and transients."""
-    _, _, smoothed, sfft, valid = jwst
+    """SFFT's peaks above 10 sigma (printed for 7 sigma too) are |S/N| > 5 pixels of our S/N map,
+    the same kind of map as SFFT's (decorrelated difference / its sigma, per pixel); measured 17/17
+    above 10 and 26/35 above 7."""
+    _, pixel_snr, sfft, valid = jwst
     sfft = np.where(valid, sfft, 0)
     for level in (7, 10):
-        hits, n = _peak_recovery(sfft, smoothed, level)
+        hits, n, _ = _peak_recovery(sfft, pixel_snr, level)
         print(f"SFFT peaks above {level}: {n}, recovered {hits} ({hits / n:.0%})")
     assert n >= 10 and hits >= 0.8 * n
 
 
-@pytest.mark.xfail(reason="issue bar not met: about half of SFFT's 5-7 sigma peaks are 5-sigma peaks of ours "
-                          "(SFFT's map has clipped std 1.17, so its 5 sigma is ~4.3 of ours)", strict=False)
+@pytest.mark.xfail(reason="issue bar not met: 16 % of SFFT's |S/N| > 5 regions are |S/N| > 5 pixels of ours; "
+                          "202 of its 231 regions are single pixels (median peak 5.4 in a map of clipped std 1.17) "
+                          "where our map of the same input pixels reads 2-4", strict=False)
 def test_jwst_issue_bar_sfft_5sigma_peaks(jwst):
-    _, _, smoothed, sfft, valid = jwst
-    hits, n = _peak_recovery(np.where(valid, sfft, 0), smoothed, 5)
-    print(f"SFFT peaks above 5: {n}, recovered {hits} ({hits / n:.0%})")
+    """Issue bar: >= 80 % of SFFT's |S/N| > 5 peaks within 1 px of an |S/N| > 5 pixel of our S/N map.
+
+    Reading of the bar: both maps are per-pixel S/N maps of a decorrelated difference, each
+    thresholded at 5 in its own units, as the issue states. Not used: our matched-filter (PSF-smoothed)
+    S/N, which on these drizzled i2d inputs (correlated noise) has a clipped std of 1.56, so that its
+    "5" is 3.2 sigma (it "recovers" 49 %); nor ours rescaled by SFFT's std of 1.17 (its 5 is 4.3 of
+    ours: 23 %). What is missed: SFFT's |S/N| > 5 regions are mostly single pixels (202 of 231), sharper
+    than the PSF (FWHM ~2 px) and absent from our map of the same science and reference pixels; its
+    regions of >= 3 px are recovered at 67 % (12/18). Kernel order 0 or 1, 21 or 31 px kernels and
+    the background terms change these by a few per cent only."""
+    _, pixel_snr, sfft, valid = jwst
+    hits, n, sizes = _peak_recovery(np.where(valid, sfft, 0), pixel_snr, 5)
+    print(f"SFFT peaks above 5: {n} ({np.sum(sizes == 1)} single pixels), recovered {hits} ({hits / n:.0%})")
     assert hits >= 0.8 * n
 
 
