@@ -185,10 +185,21 @@ def _order_statistics(f: np.ndarray, g: Groups) -> dict[str, np.ndarray]:
 
 
 def _sort_within_groups(values: np.ndarray, group_index: np.ndarray) -> np.ndarray:
-    """Order sorting by group_index, then values: a value sort then a stable (radix) integer sort,
-    several times faster than np.lexsort on 1e6 rows."""
-    by_value = np.argsort(values)
-    return by_value[np.argsort(group_index[by_value], kind="stable")]
+    """Order sorting by group_index (>= 0), then values.
+
+    Two quicksorts: the values for their ranks, then the int64 keys (group << bits) | rank. numpy's
+    quicksort is vectorised and ~4x faster than its stable sort (timsort for int64) on 1e6
+    shuffled keys, and much faster than np.lexsort.
+    """
+    n = values.size
+    if n == 0:
+        return np.empty(0, np.int64)
+    bits = int(n).bit_length()
+    if int(group_index.max()) >= 1 << (63 - bits):
+        raise ValueError(f"DiaObject statistics: {n} rows in {int(group_index.max()) + 1} groups exceed the 63-bit sort key")
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(values)] = np.arange(n)
+    return np.argsort((group_index.astype(np.int64) << bits) | rank)
 
 
 PSF_STEMS = (
