@@ -89,7 +89,7 @@ def test_star_positions_fluxes_and_psf(rot_deg: float, scale: float) -> None:
     for px, py, f in zip(ax[inside], ay[inside], fluxes[inside]):
         r2 = (xx - px) ** 2 + (yy - py) ** 2
         ratio.append(img[r2 < 15**2].sum() / f)
-        i, j = int(round(py)), int(round(px))
+        i, j = round(py), round(px)
         stamp = galsim.Image(img[i - 15:i + 16, j - 15:j + 16])
         mom = galsim.hsm.FindAdaptiveMom(stamp)
         # galsim centroid is 1-based in the stamp's bounds
@@ -134,8 +134,8 @@ def test_mask_bits_nodata_and_flat_field() -> None:
     assert np.array_equal(no_data, ~np.isfinite(warp.image))
     assert no_data[0, 0] and no_data[-1, -1]  # outside the input
     x, y = warp.sky_to_pixel(*exposure.pixel_to_sky(np.array([100.0, 150.0]), np.array([100.0, 200.0])))
-    assert no_data[int(round(y[0])), int(round(x[0]))]  # NaN input pixel
-    assert warp.mask.get("SAT")[int(round(y[1])), int(round(x[1]))]
+    assert no_data[round(y[0]), round(x[0])]  # NaN input pixel
+    assert warp.mask.get("SAT")[round(y[1]), round(x[1])]
     assert warp.mask.get("SAT").sum() <= 6
     # a flat field stays flat, scaled by the pixel-area ratio (nJy per pixel)
     good = np.isfinite(warp.image)

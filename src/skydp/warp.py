@@ -122,17 +122,19 @@ def _tap_sum(plane: np.ndarray, x0: int, y0: int, wx: np.ndarray, wy: np.ndarray
 
 @numba.njit(cache=True, nogil=True, fastmath=False)
 def _lanczos3_resample(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, u: np.ndarray, v: np.ndarray,
-                       lut: np.ndarray, lut_squared: np.ndarray, no_data_bit: int, out_image: np.ndarray,
-                       out_variance: np.ndarray, out_mask: np.ndarray) -> None:
+                       scale: np.ndarray, lut: np.ndarray, lut_squared: np.ndarray, no_data_bit: int,
+                       out_image: np.ndarray, out_variance: np.ndarray, out_mask: np.ndarray) -> None:
     """Lanczos-3 samples of ``image`` (and ``variance`` with squared weights, unless it is empty) at
     source array positions (u, v), and the OR of ``mask`` over the 2 x 2 nearest source pixels
     (unless ``mask`` is empty). Output NaN (and ``no_data_bit`` set) where a tap is outside the
-    source or NaN. ``lut``: float32 (phases + 1, 6) normalised weights of taps floor - 2 ... floor + 3;
-    ``lut_squared`` its square.
+    source or NaN. Image samples are multiplied by ``scale`` and variances by its square, unless
+    ``scale`` is empty. ``lut``: float32 (phases + 1, 6) normalised weights of taps floor - 2 ...
+    floor + 3; ``lut_squared`` its square.
     """
     ny, nx = image.shape
     with_variance = variance.shape[0] > 0
     with_mask = mask.shape[0] > 0
+    with_scale = scale.shape[0] > 0
     phases = lut.shape[0] - 1
     # column tiles: a rotated grid walks diagonally through the source; a narrow tile keeps the
     # source pixels its rows share in the L1 cache (~30% faster with variance than whole rows)
@@ -160,9 +162,10 @@ def _lanczos3_resample(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
                     if inside:
                         pu = int((uu - fu) * phases + 0.5)
                         pv = int((vv - fv) * phases + 0.5)
-                        total = _tap_sum(image, x0, y0, lut[pu], lut[pv])
+                        factor = scale[r, c] if with_scale else 1.0
+                        total = _tap_sum(image, x0, y0, lut[pu], lut[pv]) * factor
                         if with_variance:
-                            total_var = _tap_sum(variance, x0, y0, lut_squared[pu], lut_squared[pv])
+                            total_var = _tap_sum(variance, x0, y0, lut_squared[pu], lut_squared[pv]) * factor * factor
                     if math.isnan(total):
                         bits |= no_data_bit
                         total_var = np.float32(np.nan)
@@ -174,6 +177,7 @@ def _lanczos3_resample(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
 
 
 _NONE_F = np.empty((0, 0), np.float32)
+_NONE_D = np.empty((0, 0), np.float64)
 _NONE_I = np.empty((0, 0), np.int32)
 
 
@@ -247,7 +251,7 @@ def _resample_affine(kernel: np.ndarray, jac: np.ndarray, out_size: int) -> np.n
     su = c + jac[0, 0] * dx + jac[0, 1] * dy
     sv = c + jac[1, 0] * dx + jac[1, 1] * dy
     out = np.empty(su.shape, np.float32)
-    _lanczos3_resample(padded, _NONE_F, _NONE_I, su, sv, _LUT, _LUT_SQUARED, 0, out, _NONE_F, _NONE_I)
+    _lanczos3_resample(padded, _NONE_F, _NONE_I, su, sv, _NONE_D, _LUT, _LUT_SQUARED, 0, out, _NONE_F, _NONE_I)
     return np.nan_to_num(out.astype(np.float64), nan=0.0)
 
 
@@ -279,6 +283,16 @@ def _target_psf(exposure: Exposure, mapping: PixelMapping, valid: np.ndarray, xy
     return PixelPsf(np.array(stamps), np.array(px), np.array(py))
 
 
+def _with_nan(plane: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``plane`` as C-contiguous float32 with NaN where ``bad``; not copied when it already is one and
+    nothing is bad."""
+    out = np.ascontiguousarray(plane, dtype=np.float32)
+    if bad.any():
+        out = out.copy() if np.shares_memory(out, plane) else out
+        out[bad] = np.nan
+    return out
+
+
 def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tuple[int, int] = (0, 0),
                   kernel: str = "lanczos3") -> Exposure:
     """Resample ``exposure`` onto the grid of ``wcs`` (target ARRAY frame) with ``shape`` (ny, nx).
@@ -300,13 +314,9 @@ def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tup
     bad_in = ~np.isfinite(exposure.image)
     if no_data_bit:
         bad_in |= (mask_in.array & no_data_bit) != 0
-    source_image = np.array(exposure.image, dtype=np.float32)
-    source_image[bad_in] = np.nan
+    source_image = _with_nan(exposure.image, bad_in)
     has_variance = exposure.variance is not None
-    source_variance = _NONE_F  # empty: the kernel skips the variance
-    if has_variance:
-        source_variance = np.array(exposure.variance, dtype=np.float32)
-        source_variance[bad_in] = np.nan
+    source_variance = _with_nan(exposure.variance, bad_in) if has_variance else _NONE_F  # empty: no variance
     source_mask = np.ascontiguousarray(mask_in.array, dtype=np.int32)
 
     mapping = PixelMapping(exposure.wcs, wcs, (ny, nx))
@@ -318,11 +328,8 @@ def warp_exposure(exposure: Exposure, wcs: WCS, shape: tuple[int, int], xy0: tup
         stop = min(start + BLOCK_ROWS, ny)
         u, v, det = mapping.block(start, stop, 0, nx)
         rows = slice(start, stop)
-        _lanczos3_resample(source_image, source_variance, source_mask, u, v, _LUT, _LUT_SQUARED, no_data_bit,
+        _lanczos3_resample(source_image, source_variance, source_mask, u, v, det, _LUT, _LUT_SQUARED, no_data_bit,
                            image[rows], variance[rows] if has_variance else _NONE_F, mask[rows])
-        image[rows] *= det
-        if has_variance:
-            variance[rows] *= det * det
 
     # the kernels release the GIL: row blocks run in parallel threads
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
