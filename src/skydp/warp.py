@@ -101,12 +101,13 @@ def _spline_on_grid(row_factor: np.ndarray, col_index: np.ndarray, col_basis: np
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always", fastmath={"contract"})
 def _tap_sum(plane: np.ndarray, x0: int, y0: int, wx: np.ndarray, wy: np.ndarray) -> float:
     """sum_j wy[j] sum_i wx[i] plane[y0 + j, x0 + i] over the 6 x 6 taps, in float32, columns first:
     the six column sums are independent, so LLVM vectorises them (the float64 sum of 36 products in
     sequence cost ~40% more; float32 rounding of 6 + 6 terms is far below the output's own float32
-    precision). Inlined at numba level: as a call, or written out twice in the caller, it is slower."""
+    precision). Inlined at numba level: as a call, or written out twice in the caller, it is slower.
+    Multiply-adds may be fused (fastmath "contract" only: no reassociation), ~15% faster."""
     c0 = c1 = c2 = c3 = c4 = c5 = np.float32(0.0)
     for j in range(2 * _HALF):
         w = wy[j]
@@ -120,7 +121,7 @@ def _tap_sum(plane: np.ndarray, x0: int, y0: int, wx: np.ndarray, wy: np.ndarray
     return wx[0] * c0 + wx[1] * c1 + wx[2] * c2 + wx[3] * c3 + wx[4] * c4 + wx[5] * c5
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False)
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _lanczos3_resample(image: np.ndarray, variance: np.ndarray, mask: np.ndarray, u: np.ndarray, v: np.ndarray,
                        scale: np.ndarray, lut: np.ndarray, lut_squared: np.ndarray, no_data_bit: int,
                        out_image: np.ndarray, out_variance: np.ndarray, out_mask: np.ndarray) -> None:
