@@ -19,7 +19,7 @@ from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_k
 from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_area_and_bits, pixel_flags
 from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaussian_psf
-from skydp.pipeline.psf_photometry import fit_psf, measurement_stamps
+from skydp.pipeline.psf_photometry import fit_psf
 from skydp.pipeline.sky_sources import place_sky_sources
 from skydp.pipeline.stamps import StampCutter
 from skydp.pipeline.summary import ccd_visit_row
@@ -291,10 +291,9 @@ def _measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, si
                                   "centroid_flag": fit.centroid_flag, "psfFlux": fit.flux,
                                   "psfFluxErr": fit.flux_err, "psfFlux_flag": fit.flux_flag,
                                   "psfFlux_area": fit.area, "_psf_chi2": fit.chi2}
-    data, var, good = measurement_stamps(cutter, fit.x, fit.y, plane, labels, size)
     cx, cy = np.floor(fit.x + 0.5), np.floor(fit.y + 0.5)
     sig0 = np.full(n, sigma)
-    mom = adaptive_moments(data, var, good, fit.x - cx, fit.y - cy, sig0)
+    mom = adaptive_moments(fit.data, fit.variance, fit.good, fit.x - cx, fit.y - cy, sig0)
     pmom = adaptive_moments(fit.psf, np.zeros_like(fit.psf), np.ones(fit.psf.shape, bool), fit.x - cx,
                             fit.y - cy, sig0)
     out.update(ixx=mom.ixx, iyy=mom.iyy, ixy=mom.ixy, ixxPSF=pmom.ixx, iyyPSF=pmom.iyy, ixyPSF=pmom.ixy,

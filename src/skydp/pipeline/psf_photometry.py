@@ -40,6 +40,9 @@ class PsfFit:
     area: np.ndarray
     flux_flag: np.ndarray
     psf: np.ndarray  # (N, S, S) PSF realised at the final position
+    data: np.ndarray  # (N, S, S) measurement stamps there (see measurement_stamps)
+    variance: np.ndarray
+    good: np.ndarray
 
 
 def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, label_plane: str,
@@ -92,7 +95,7 @@ def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, 
     flux_flag = flux_flag.astype(bool)
     return PsfFit(x=x, y=y, x_err=np.sqrt(cov[:, 0]), y_err=np.sqrt(cov[:, 1]), xy_cov=cov[:, 2],
                   centroid_flag=flag & fit_centroid, flux=flux, flux_err=flux_err, chi2=chi2, area=area,
-                  flux_flag=flux_flag, psf=psf)
+                  flux_flag=flux_flag, psf=psf, data=data, variance=var, good=good)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # no usable pixel: NaN flux, flagged
