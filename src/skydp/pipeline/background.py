@@ -1,7 +1,8 @@
 """Sky background: sep (SExtractor) mesh estimate with masked pixels excluded, kept as a compact model.
 
-The model is stored as its values at the mesh-cell centres and evaluated by a bicubic spline, so ``Background.image()`` is exactly what was
-subtracted and the compact form (``nodes_x``, ``nodes_y``, ``values``) is all one needs to save.
+The model is stored as its values at the mesh-cell centres and evaluated by a bicubic spline, so
+``Background.image()`` is exactly what was subtracted and the compact form (``nodes_x``,
+``nodes_y``, ``values``) is all one needs to save.
 """
 
 from __future__ import annotations
