@@ -11,8 +11,8 @@ expectation of LSST's noise replacement on a background-subtracted image.
   reference-band ellipse), blendedness, pixel flags, input count;
 - aperture correction (LSST MeasureApCorrTask on the coadd): psfFlux, free_psfFlux and gaussianFlux
   are scaled to the 12-px aperture flux divided by the PSF model's encircled energy, with a
-  Chebyshev field fitted on bright isolated stars of this coadd (no correction when there are too
-  few stars).
+  Chebyshev field fitted on bright stars of this coadd whose calibration aperture loses no flux to
+  other footprints (no correction when there are too few stars).
 """
 
 from __future__ import annotations
@@ -250,6 +250,22 @@ class BandMeasurer:
                 cols[f"pixelFlags_{stem}Center"] = (centre & bit) != 0
         return cols
 
+    def aperture_loss(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per deblended-source row (the first ``n_children`` rows of x, y), the fraction of the PSF
+        model's flux in the calibration aperture that falls on pixels the aperture sum leaves out
+        (other footprints, unusable pixels): ap12 / EE of such a star is biased low by about that
+        fraction, so it cannot calibrate the aperture correction."""
+        x, y = x[:self.groups.n_children], y[:self.groups.n_children]
+        size = min(2 * CALIB_APERTURE_RADIUS + 1, self.size)
+        half, c = size // 2, self.size // 2
+        _, _, good = measurement_stamps(self.cutter, x, y, "labels", self.groups.labels, size)
+        psf = self._psf_at(x, y)[:, c - half:c + half + 1, c - half:c + half + 1]
+        grid = np.arange(size) - half
+        dx = grid[None, None, :] - (x - round_half_up(x))[:, None, None]
+        dy = grid[None, :, None] - (y - round_half_up(y))[:, None, None]
+        inside = dx * dx + dy * dy <= CALIB_APERTURE_RADIUS**2
+        return np.einsum("nij,nij->n", psf, inside & ~good) / np.einsum("nij,nij->n", psf, inside)
+
     def encircled_energy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Fraction of the PSF model inside the calibration aperture, interpolated from a coarse grid
         (it varies slowly over a patch); exact circle overlap by sep."""
@@ -264,10 +280,15 @@ class BandMeasurer:
 
 
 def apply_aperture_correction(cols: dict[str, np.ndarray], ee: np.ndarray, stars: np.ndarray,
-                              x: np.ndarray, y: np.ndarray, shape: tuple[int, int], order: int) -> None:
-    """Scale psfFlux, free_psfFlux and gaussianFlux (and errors) to ap12 / EE with fields fitted on ``stars``."""
+                              x: np.ndarray, y: np.ndarray, shape: tuple[int, int], order: int,
+                              systematic: float) -> None:
+    """Scale psfFlux, free_psfFlux and gaussianFlux (and errors) to ap12 / EE with fields fitted on ``stars``.
+
+    ``systematic`` (a fraction of the reference flux) is added in quadrature to each star's
+    reference error, so that the few brightest stars, whose photon noise is far below the scatter
+    of their apertures' contamination, do not set the correction alone."""
     reference = cols["calibFlux"] / ee
-    reference_err = cols["calibFluxErr"] / ee
+    reference_err = np.hypot(cols["calibFluxErr"] / ee, systematic * reference)
     for model, targets in (("psfFlux", ("psfFlux", "free_psfFlux")), ("gaussianFlux", ("gaussianFlux",))):
         field = fit_aperture_correction(x[stars], y[stars], reference[stars], reference_err[stars],
                                         cols[model][stars], cols[f"{model}Err"][stars], shape, order)

@@ -25,11 +25,6 @@ class ObjectConfig:
     # by the 5-sigma threshold of every level, not by this contrast (spurious counts unchanged at 1e-5)
     deblend_cont: float = 1e-5
     noise_sample: int = 1_000_000  # pixels sampled to measure each band's S/N-image noise
-    # second search on the image minus the PSF models of the point sources (skydp.objects.residual_peaks)
-    residual_peaks: bool = False  # on: completeness 0.94-1.00, but coadd star fluxes shift ~1% (see report)
-    residual_point_trace: float = 0.2  # point-like: adaptive-moment trace within this fraction of the PSF's
-    residual_profile_error: float = 0.05  # PSF-model error, as a fraction of the model, added to the noise
-    residual_min_separation: float = 1.0  # new peaks at least this many PSF FWHM from every detected peak
     # reference band: significant = unforced PSF-flux S/N at least this
     ref_band_snr: float = 5.0
     # measurement
@@ -39,6 +34,13 @@ class ObjectConfig:
     kron_moment_extent: float = 6.0  # first moment measured within this many moment-ellipse sigmas
     extendedness_ratio: float = 0.95  # extended when ratio x gaussianFlux >= psfFlux (as Source)
     apcorr_min_snr: float = 50.0
+    # aperture-correction stars: deblended sources (not only the only child of their parent: at coadd depth
+    # most bright stars share a footprint with faint neighbours) whose calibration aperture loses at most this
+    # fraction of the PSF model's flux to other footprints' and unusable pixels (ap12 / EE is biased low by it)
+    apcorr_max_loss: float = 0.002
+    # scatter of ap12 / EE about the true flux of bright clean stars (light of undetected neighbours, local
+    # background): ~1% on the tiny-sim coadds at S/N 500-1800, added to each star's reference error
+    apcorr_systematic: float = 0.01
     apcorr_order: int = 1
 
     def __post_init__(self) -> None:
@@ -47,14 +49,13 @@ class ObjectConfig:
             "min_area": self.min_area >= 1,
             "grow_sigma": self.grow_sigma >= 0,
             "noise_sample": self.noise_sample >= 1000,
-            "residual_point_trace": self.residual_point_trace > 0,
-            "residual_profile_error": self.residual_profile_error >= 0,
-            "residual_min_separation": self.residual_min_separation > 0,
             "moments_stamp_size": self.moments_stamp_size >= 7 and self.moments_stamp_size % 2 == 1,
             "kron_radius_factor": self.kron_radius_factor > 0,
             "kron_min_radius": self.kron_min_radius >= 0,
             "kron_moment_extent": self.kron_moment_extent > 0,
             "extendedness_ratio": 0 < self.extendedness_ratio <= 1,
+            "apcorr_max_loss": 0 <= self.apcorr_max_loss < 1,
+            "apcorr_systematic": self.apcorr_systematic >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -27,7 +27,6 @@ from skydp.exposure import Exposure
 from skydp.objects.band_measurement import BandMeasurer, Ellipse, RowGroups, apply_aperture_correction
 from skydp.objects.config import REF_BAND_PRIORITY, ObjectConfig
 from skydp.objects.detection import detect_objects, prepare_band
-from skydp.objects.residual_peaks import add_residual_peaks
 from skydp.pipeline.detection import Footprints
 from skydp.pipeline.stamps import round_half_up
 from skydp.skymap import PatchInfo, SkyMap
@@ -55,13 +54,10 @@ def measure_objects(coadds: Mapping[str, Exposure | Coadd], patch: PatchInfo, sk
     found = detect_objects(snrs, max(p.sigma for p in planes), config.threshold, config.min_area,
                            config.grow_sigma, config.deblend, config.deblend_nthresh, config.deblend_cont)
     del snrs
-    if config.residual_peaks:
-        found = add_residual_peaks(planes, found, config)
     if len(found.x) == 0:
         return tables.empty_table("Object")
     groups, x_peak, y_peak = _row_groups(found)
     measurers = {p.band: BandMeasurer(p, found, groups, config) for p in planes}
-    n_rows = len(x_peak)
     cols: dict[str, np.ndarray] = {}
 
     # 2-3. unforced centroids and fluxes; reference band and position
@@ -84,14 +80,15 @@ def measure_objects(coadds: Mapping[str, Exposure | Coadd], patch: PatchInfo, sk
     ref_units = _pick(ref_index, [kron_units[b] for b in bands])
     kron_scale = np.maximum(config.kron_radius_factor * np.nan_to_num(ref_units, nan=0.0), config.kron_min_radius)
 
-    isolated_child = np.zeros(n_rows, dtype=bool)
-    isolated_child[:groups.n_children] = found.n_children[found.parent - 1] == 1
     shape = planes[0].image.shape
     for b, m in measurers.items():
         band_cols = {**unforced[b], **moments[b], **m.forced(x, y, ellipse, kron_scale)}
         band_cols["kronFlux_flag"] |= ~np.isfinite(kron_units[b])
-        stars = isolated_child & _apcorr_stars(band_cols, config.apcorr_min_snr)
-        apply_aperture_correction(band_cols, m.encircled_energy(x, y), stars, x, y, shape, config.apcorr_order)
+        stars = _apcorr_stars(band_cols, config.apcorr_min_snr)
+        stars[groups.n_children:] = False  # blend parents are not stars
+        stars[:groups.n_children] &= m.aperture_loss(x, y) <= config.apcorr_max_loss
+        apply_aperture_correction(band_cols, m.encircled_energy(x, y), stars, x, y, shape, config.apcorr_order,
+                                  config.apcorr_systematic)
         _classify(band_cols, config.extendedness_ratio)
         _magnitudes(band_cols)
         band_cols.pop("_centroid_xy_cov")
