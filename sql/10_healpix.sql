@@ -44,10 +44,11 @@ CREATE OR REPLACE MACRO _hpx_interleave(x, y) AS
     | _hpx_lut((y >> 16) & 255, 33, 256) | _hpx_lut(y >> 24, 49, 32);
 
 -- Equatorial face from ifp = jp >> order, ifm = jm >> order: C++ gives (ifp|4) when they are
--- equal, ifp when ifp < ifm, else ifm+8; in the belt |ifp - ifm| <= 1, so 2*ifp + ifm (0..12)
--- identifies the case.  In the caps both are 0 (face 4, corrected by _hpx_nest).
+-- equal, ifp when ifp < ifm, else ifm+8.  In the belt |ifp - ifm| <= 1 and both are <= 5 (5 only
+-- where tt rounds to 4.5 - 0.5 and |z| = 2/3: (4, 5) -> 4, (5, 4) -> 12 as in C++), so
+-- 2*ifp + ifm (0..15) identifies the case.  In the caps both are 0 (face 4, corrected below).
 CREATE OR REPLACE MACRO _hpx_face(ifp, ifm) AS
-    ([4, 0, 8, 5, 1, 9, 6, 2, 10, 7, 3, 11, 4, 0, 0, 0]::BIGINT[])[2 * ifp + ifm + 1];
+    ([4, 0, 8, 5, 1, 9, 6, 2, 10, 7, 3, 11, 4, 4, 12, 5]::BIGINT[])[2 * ifp + ifm + 1];
 
 -- Polar caps: distance from the pole in units of nside (tmp / nside in loc2pix); sin() is only
 -- evaluated for the rows within 0.01 rad of a pole.

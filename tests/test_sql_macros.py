@@ -25,6 +25,14 @@ def con():
     return c
 
 
+def _healpy_nest(order: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    expected = np.empty(len(ra), np.int64)
+    for o in np.unique(order):
+        m = order == o
+        expected[m] = hp.ang2pix(1 << int(o), ra[m], dec[m], nest=True, lonlat=True)
+    return expected
+
+
 def test_healpix_nest_bit_exact_with_healpy(con):
     rng = np.random.default_rng(11)
     n = 1_000_000
@@ -42,14 +50,47 @@ def test_healpix_nest_bit_exact_with_healpy(con):
     ra = np.concatenate([ra, sr.ravel(), corners[0]])
     dec = np.concatenate([dec, sd.ravel(), corners[1]])
     order = np.concatenate([k, rng.integers(0, 30, sr.size + corners.shape[1])])
-    t = pa.table({"o": order, "ra": ra, "dec": dec})
-    got = con.execute("SELECT healpix_nest(o, ra, dec) AS h FROM t").fetchnumpy()["h"]
-    expected = np.empty(len(ra), np.int64)
-    for o in range(30):
-        m = order == o
-        expected[m] = hp.ang2pix(1 << o, ra[m], dec[m], nest=True, lonlat=True)
+    con.register("hpx_random", pa.table({"o": order, "ra": ra, "dec": dec}))
+    got = con.execute("SELECT healpix_nest(o, ra, dec) AS h FROM hpx_random").fetchnumpy()["h"]
     assert len(ra) >= 1_000_000
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, _healpy_nest(order, ra, dec))
+
+
+def test_healpix_nest_on_pixel_boundaries(con):
+    """Points on (and one ulp either side of) the edges and corners of pixels of 13 orders from 0 to
+    29, each evaluated at every order 0..29 (an edge at order k is one at every finer order), plus
+    the belt/cap transition, the poles, theta = 0.01 (sin replaces sqrt) and longitudes outside
+    [0, 360) (-1e-300 is fmodulo's rounded case)."""
+    rng = np.random.default_rng(7)
+    lon, lat = [], []
+    for o in (0, 1, 2, 4, 7, 10, 13, 16, 19, 22, 25, 27, 29):
+        pix = rng.integers(0, 12 * 4 ** o, 40)
+        vec = hp.boundaries(1 << o, pix, step=3, nest=True).transpose(0, 2, 1).reshape(-1, 3)
+        a, b = hp.vec2ang(vec, lonlat=True)
+        lon.append(a); lat.append(b)
+    lon, lat = np.concatenate(lon), np.concatenate(lat)
+    lon = np.concatenate([lon, np.nextafter(lon, -1), np.nextafter(lon, 400), lon, lon])
+    lat = np.concatenate([lat, lat, lat, np.nextafter(lat, -90), np.nextafter(lat, 90)])
+    edge = np.degrees(np.arcsin(2 / 3))
+    below_edge = np.nextafter(edge, 0)  # |z| = 2/3 exactly: belt, faces 4 and 12 at tt = 4 - ulp
+    special_lat = np.array([90, -90, edge, -edge, below_edge, -below_edge, np.nextafter(edge, 90), 0.0,
+                            np.degrees(np.pi / 2 - 0.01), np.nextafter(np.degrees(np.pi / 2 - 0.01), 90)])
+    special_lon = np.array([0.0, -0.0, 45.0, 90.0, 359.99999999999994, 360.0, -1e-300, -30.0, 720.5, -1079.0])
+    sl, sb = np.meshgrid(special_lon, special_lat)
+    lon, lat = np.concatenate([lon, sl.ravel()]), np.concatenate([lat, sb.ravel()])
+    order = np.repeat(np.arange(30), len(lon))
+    lon, lat = np.tile(lon, 30), np.tile(lat, 30)
+    con.register("hpx_edges", pa.table({"o": order, "ra": lon, "dec": lat}))
+    got = con.execute("SELECT healpix_nest(o, ra, dec) AS h FROM hpx_edges").fetchnumpy()["h"]
+    assert len(lon) > 100_000
+    np.testing.assert_array_equal(got, _healpy_nest(order, lon, lat))
+
+
+def test_healpix_nest_null_where_healpy_raises(con):
+    rows = con.execute("SELECT healpix_nest(k, ra, dec) FROM (VALUES (30, 10.0, 20.0), (-1, 10.0, 20.0), "
+                       "(3, 10.0, 90.5), (3, 10.0, -91.0), (3, 'nan'::DOUBLE, 0.0), (3, 'inf'::DOUBLE, 0.0), "
+                       "(3, 10.0, 'nan'::DOUBLE), (NULL, 1.0, 2.0), (3, 10.0, 20.0)) v(k, ra, dec)").fetchall()
+    assert [r[0] for r in rows] == [None] * 8 + [int(hp.ang2pix(8, 10.0, 20.0, nest=True, lonlat=True))]
 
 
 def test_ang_sep_against_astropy(con):
