@@ -90,9 +90,11 @@ class ObjectState:
             parts_s.append(s[keep])
             parts_o.append(o[keep])
         if loose.size:
-            s, o = pairs_within(cKDTree(self.directions(loose), balanced_tree=False), vectors, chord(radius_arcsec))
+            directions = self.directions(loose)
+            order = spatial_order(directions)
+            s, o = pairs_within(cKDTree(directions[order], balanced_tree=False), vectors, chord(radius_arcsec))
             parts_s.append(s)
-            parts_o.append(loose[o])
+            parts_o.append(loose[order[o]])
         s, o = np.concatenate(parts_s), np.concatenate(parts_o)
         close = np.linalg.norm(vectors[s] - self.directions(o), axis=1) <= chord(radius_arcsec)
         return s[close], o[close]
