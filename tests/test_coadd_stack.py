@@ -11,7 +11,12 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 from skydp.coadd import ClipConfig, make_coadd
-from skydp.coadd.clipping import _blur_weights, _blur_where_covered, _nanmedian_first_axis, bin_warp
+from skydp.coadd.clipping import (
+    _blur_weights,
+    _blur_where_covered,
+    _nanmedian_first_axis,
+    bin_warp,
+)
 from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo
 
 SHAPE = (61, 75)  # odd: partial 2 x 2 bins at the last row and column
@@ -145,3 +150,30 @@ def test_blur_and_coverage_of_the_comparison_match_scipy() -> None:
         assert np.array_equal(np.isfinite(blurred), kept)
         np.testing.assert_allclose(blurred[kept], expected[kept], rtol=1e-5, atol=1e-6)
         assert kept.sum() > 200  # the comparison is not vacuous
+
+
+def test_mask_planes_with_other_bit_numbers_are_propagated_by_name() -> None:
+    """An input whose mask numbers its planes differently (as HSC files do) contributes its planes
+    under the coadd's numbering: INTRP and a new plane on used pixels are ORed in, its left-out SAT
+    pixels set SAT, and no bit lands on a plane the inputs did not set."""
+    warps = _warps(3)
+    other = {"NO_DATA": 0, "SAT": 4, "INTRP": 9, "BAD": 11, "CR": 12, "STREAK": 13}
+    moved = Mask.empty(SHAPE, other)
+    for name in ("NO_DATA", "SAT"):
+        moved.set(name, warps[1].mask.get(name))
+    intrp = np.zeros(SHAPE, bool)
+    intrp[10, 40] = True
+    moved.set("INTRP", intrp)
+    streak = np.zeros(SHAPE, bool)
+    streak[20, 30] = True
+    moved.set("STREAK", streak)
+    warps[1].mask = moved
+    coadd = make_coadd(warps, clip=None, block_rows=16)
+    mask = coadd.exposure.mask
+    assert mask.get("INTRP")[10, 40] and mask.get("INTRP").sum() == 1
+    assert mask.get("STREAK")[20, 30] and mask.get("STREAK").sum() == 1
+    # warp 1 carries ~30 % of the covering weight: its left-out SAT pixels are SAT in the coadd
+    sat_1 = moved.get("SAT") & np.isfinite(warps[1].image)
+    assert sat_1.sum() >= 3 and np.all(mask.get("SAT")[sat_1])
+    assert not np.any(mask.get("SAT") & ~(sat_1 | warps[0].mask.get("SAT") | warps[2].mask.get("SAT")))
+    assert mask.array[10, 40] == mask.bitmask("INTRP")
