@@ -8,13 +8,15 @@ largest leaf, then measures in the same run and prints medians and ratios:
     without pruning (full scan) and against LSDB's cone_search on the same HATS catalog
     (identical id sets are checked); the macro also without DuckDB's Parquet metadata cache
     (every query then parses its file's footer);
-  - healpix_nest (SQL macro) rows per second on in-memory points, with healpy for reference;
+  - healpix_nest (SQL macro) rows per second and CPU ns per row on in-memory points over the whole
+    sky, default threads and one thread, with healpy for reference (--only healpix runs just this);
   - cross-match of --xmatch-rows x --xmatch-rows within 1" (Catalog.crossmatch: the xmatch_rows()
     macro, then objectId, coord_ra, coord_dec read back) against astropy's match_to_catalog_sky
     (same rows and Objects checked) and LSDB's crossmatch (same number of matches).
 Every time is the median of >= 3 runs; "cpu s" is this process's CPU time (all threads), which the
 other jobs on a shared machine disturb less than the wall time.
 Usage: python bench/bench_store.py --rows 1e7 [--workdir DIR] [--keep]
+       python bench/bench_store.py --only healpix [--healpix-rows 1e7]
 """
 
 from __future__ import annotations
@@ -30,9 +32,18 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from skydp.store import Catalog, build_database, write_hats
-from skydp.store.hats import _plan_leaves, _prepare, _properties, _write_leaves, _write_metadata, healpix29
+from skydp.store.database import sql_files
+from skydp.store.hats import (
+    _plan_leaves,
+    _prepare,
+    _properties,
+    _write_leaves,
+    _write_metadata,
+    healpix29,
+)
 from skydp.store.synthetic import synthetic_table
 
 RA0, RA1, DEC0, DEC1 = 150.0, 170.0, -10.0, 10.0
@@ -127,21 +138,38 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
              f"ratio {t_lsdb / t_cone:.1f}x (Catalog.cone), {t_lsdb / t_macro:.1f}x (macro)")]
 
 
-def bench_healpix(repo: Path, n: int) -> list[tuple]:
+def bench_healpix(n: int) -> list[tuple]:
+    """healpix_nest over n points uniform on the whole sky (both caps included) in an in-memory
+    DuckDB table, with the default thread count and with one thread, at order 29 and order 10;
+    each query is planned once per run (planning included).  Its order-29 result is checked
+    against healpy, whose single-threaded rate is printed beside it."""
     import healpy as hp
-    con = duckdb.connect(str(repo / "catalog.duckdb"), read_only=True)
-    ra, dec = _patch(np.random.default_rng(5), n)
-    con.register("pts", pl.DataFrame({"ra": ra, "dec": dec}).to_arrow())
-    con.execute("CREATE TEMP TABLE p AS SELECT * FROM pts")
-    sql = "SELECT max(h) FROM (SELECT healpix_nest(29, ra, dec) AS h FROM p)"
-    con.execute(sql).fetchall()
-    t_sql, c_sql, _ = _median_time(lambda i: con.execute(sql).fetchall(), 3)
+    rng = np.random.default_rng(5)
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    con = duckdb.connect()
+    con.execute(sql_files()[0])  # 10_healpix.sql, as stored in catalog.duckdb
+    con.register("points", pa.table({"ra": ra, "dec": dec}))
+    con.execute("CREATE TABLE p AS SELECT * FROM points")
+    con.unregister("points")
+    got = con.execute("SELECT healpix_nest(29, ra, dec) AS h FROM p").fetchnumpy()["h"]
+    t_hp, c_hp, (expected, *_) = _median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
+    assert np.array_equal(got, expected), "healpix_nest differs from healpy"
+    default_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    rows = []
+    for threads in (default_threads, 1):
+        con.execute(f"SET threads = {threads}")
+        for order in (29, 10):
+            sql = f"SELECT max(healpix_nest({order}, ra, dec)) FROM p"
+            con.execute(sql).fetchall()
+            t, c, _ = _median_time(lambda i, sql=sql: con.execute(sql).fetchall(), 3)
+            rows.append((f"healpix_nest order {order}, {threads} thread(s)", t, c,
+                         f"{n / t / 1e6:.1f} Mrows/s, {c / n * 1e9:.0f} ns/row CPU ({n:.0e} rows)"))
+    con.execute(f"SET threads = {default_threads}")
     t_one, c_one, _ = _median_time(lambda i: con.execute("SELECT healpix_nest(29, 150.0, 1.0)").fetchall(), 3)
-    t_hp, c_hp, _ = _median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
     con.close()
-    return [("healpix_nest SQL macro", t_sql, c_sql, f"{n / t_sql / 1e6:.1f} Mrows/s ({n:.0e} rows, planning incl.)"),
-            ("healpix_nest SQL macro, one row (planning)", t_one, c_one, ""),
-            ("healpy ang2pix (reference)", t_hp, c_hp, f"{n / t_hp / 1e6:.1f} Mrows/s")]
+    return rows + [("healpix_nest one row (planning)", t_one, c_one, ""),
+                   ("healpy ang2pix order 29 (reference, 1 thread)", t_hp, c_hp,
+                    f"{n / t_hp / 1e6:.1f} Mrows/s, {c_hp / n * 1e9:.0f} ns/row CPU")]
 
 
 def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
@@ -188,6 +216,13 @@ def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
             ("crossmatch LSDB (incl. from_dataframe)", t_lsdb, None, f"ratio {t_lsdb / t_ours:.1f}x")]
 
 
+def _print_table(table: list[tuple]) -> None:
+    print(f"\n{'measurement':58s} {'median s':>10s} {'cpu s':>8s}  notes")
+    for name, seconds, cpu, note in table:
+        cpu_text = "" if cpu is None else f"{cpu:.4f}"
+        print(f"{name:58s} {seconds:10.4f} {cpu_text:>8s}  {note}")
+
+
 def _generated_rows(repo: Path) -> int:
     """hats_nrows of a previously generated Object catalog, 0 when there is none."""
     props = repo / "hats" / "Object" / "hats.properties"
@@ -207,7 +242,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where to generate (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data (reused by the next run "
                                                         "with the same --workdir and --rows)")
+    ap.add_argument("--only", choices=["healpix"], help="run only this benchmark (healpix: no catalog is generated)")
     args = ap.parse_args()
+    if args.only == "healpix":
+        _print_table(bench_healpix(int(args.healpix_rows)))
+        return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="skydp_bench_"))
     repo = workdir / "repo"
     rows = int(args.rows)
@@ -225,12 +264,9 @@ def main() -> None:
     table = [(f"Object {rows:.0e} rows {how} ({size} on disk, {nfiles} files)", t_gen, None, "")]
     rng = np.random.default_rng(1)
     table += bench_cone(repo, max(5, args.repeats), rng)
-    table += bench_healpix(repo, int(args.healpix_rows))
+    table += bench_healpix(int(args.healpix_rows))
     table += bench_xmatch(workdir, int(args.xmatch_rows))
-    print(f"\n{'measurement':58s} {'median s':>10s} {'cpu s':>8s}  notes")
-    for name, seconds, cpu, note in table:
-        cpu_text = "" if cpu is None else f"{cpu:.4f}"
-        print(f"{name:58s} {seconds:10.4f} {cpu_text:>8s}  {note}")
+    _print_table(table)
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
 
