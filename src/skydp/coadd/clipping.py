@@ -142,14 +142,14 @@ def _nanmedian_first_axis(stack: np.ndarray) -> np.ndarray:
         for i in range(n):
             for c in range(cols):
                 v = stack[i, r, c]
-                finite = v == v
+                finite = not math.isnan(v)
                 count[c] += finite
                 moving[c] = v if finite else inf
             for j in range(i, 0, -1):  # insert into the sorted ordered[:i]
                 for c in range(cols):
                     a, b = ordered[j - 1, c], moving[c]
-                    ordered[j, c] = a if a > b else b
-                    moving[c] = b if a > b else a
+                    ordered[j, c] = max(a, b)
+                    moving[c] = min(a, b)
             ordered[0] = moving
         for c in range(cols):
             k = count[c]

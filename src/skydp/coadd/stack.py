@@ -5,22 +5,23 @@ sum of the input PSFs (per-pixel weights would make it depend on the sources). P
 ``bad_mask_planes`` bit, NaN, or in a bin flagged by ``clipping.find_outliers`` are left out of
 their warp.
 
-Speed: row blocks are stacked in parallel threads. Each warp's rows are read once into a
-``_Rows`` (usable pixels, image and variance zeroed elsewhere), which feeds both the binned
-comparison and the sums, so the sums are plain ufuncs (numpy's masked ``where=`` ufuncs are ~10x
-slower); clipped pixels are removed at their (few) indices.
+Speed: row blocks are stacked in parallel threads (the numba kernels and scipy release the GIL).
+In a block, each warp's rows (with a halo) are binned for the comparison in one pass
+(``clipping.bin_warp``), then added to running sums chunk by chunk (``_add_rows``, ``_finish_rows``):
+two reads of each input pixel and no full-size temporaries.
 
 Memory: the warps may be memory-mapped (``build_patch_coadd`` spills them to disk); a block holds
-N x (BLOCK_ROWS + 2 halo) x width x ~10 bytes (two bool and two float32 planes per input), ~0.3 GB
-for 20 inputs 4200 px wide, times the number of threads.
+the binned planes of its rows, N x (BLOCK_ROWS + 2 halo) x width x ~5 bytes (three float32 planes
+per 2 x 2 bin, their blurred copy and the outlier map), ~0.1 GB for 20 inputs 4200 px wide, times
+the number of threads; the running sums are ~1.5 MB.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-import math
 from dataclasses import dataclass
 
 import numba
