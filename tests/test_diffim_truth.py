@@ -229,12 +229,14 @@ def test_2k_noise_recovery_pulls_and_false_detections(differenced_2k):
     assert expected >= 40
     assert found >= 0.95 * expected
     assert signs_ok
-    # issue bar: pull std 0.9-1.2; measured 1.24 here (flux residuals of the PSF-matched template at
-    # the variables' own static flux), so this guards against regressions beyond that
-    assert 0.9 <= pulls.std() <= 1.3
+    # issue bar: pull std 0.9-1.2; measured 0.99 (median 0.17). It was 1.24 while the fitted kernel
+    # sum was 0.1-0.4 % off (noise correction dropped, variable kernel stars not clipped), a residual
+    # of that fraction of every bright variable's static flux
+    assert 0.9 <= pulls.std() <= 1.2
     assert abs(np.median(pulls)) < 0.3
-    # issue bar: 5 per 4k x 4k; measured 13 here (field twice as dense in stars as the survey; about a
-    # third are 5.0-5.1 sigma detections on blank sky, the rest bright-star and CR residuals)
+    # with variables, twice the survey star density and 4x its cosmic-ray rate: measured 13 per
+    # 4k x 4k (bright-star and CR residuals, a few 5.0-5.1 sigma on blank sky); the issue's bar of 5
+    # is for fields without variable sources: test_false_detections_without_variable_sources
     assert total / area * 4096**2 <= 20
 
 
