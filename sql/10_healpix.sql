@@ -27,7 +27,9 @@
 -- lookup tables, one per byte position with the shift built in (tables are constant-folded once
 -- per query; a DuckDB constant list costs ~5 ns per lookup).  The classic five-step mask cascade
 -- would be ~20 ns/row cheaper to run, but names its argument 32 times: a ~6x larger tree and
--- >1 s of planning; inside a lambda (a `let`) nothing is shared and the lookups cost twice as much.
+-- 0.3-1.5 s of planning; inside a lambda (a `let`) nothing is shared and the lookups cost twice as
+-- much.  Measured on the 2-core machine: ~135 ns of CPU per row at any order (the previous
+-- version ~185), healpy ~43; a one-row query plans in ~20 ms of CPU (previously ~33).
 
 -- Byte b of a coordinate, its bits moved to the even positions and shifted left by s (n entries;
 -- BIGINT before the shift because Spark's sequence() gives 32-bit integers).
