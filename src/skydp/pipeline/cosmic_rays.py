@@ -89,22 +89,30 @@ def interpolate_over(image: np.ndarray, replace: np.ndarray, unusable: np.ndarra
 
     Pixels without any good neighbour in the box are left unchanged. Returns the number replaced.
     """
-    iy, ix = np.nonzero(replace)
-    if iy.size == 0:
-        return 0
+    if image.shape != replace.shape or image.shape != unusable.shape:
+        raise ValueError(f"interpolate_over: image {image.shape}, replace {replace.shape} and unusable "
+                         f"{unusable.shape} must have one shape")
+    # only good pixels are read, and replaced pixels are never good: the order of updates is free
+    return _box_mean_fill(image, np.ascontiguousarray(replace, dtype=bool),
+                          np.ascontiguousarray(unusable, dtype=bool), box // 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_mean_fill(image: np.ndarray, replace: np.ndarray, unusable: np.ndarray, half: int) -> int:
+    """Compiled: a per-pixel loop over the few replaced pixels (numpy needed full-image index passes)."""
     ny, nx = image.shape
-    good = ~(replace | unusable)
-    h = box // 2
-    total = np.zeros(iy.size)
-    count = np.zeros(iy.size)
-    for dy in range(-h, h + 1):
-        for dx in range(-h, h + 1):
-            yy, xx = iy + dy, ix + dx
-            inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-            yy, xx = np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)
-            use = inside & good[yy, xx]
-            total += np.where(use, image[yy, xx], 0.0)
-            count += use
-    fill = count > 0
-    image[iy[fill], ix[fill]] = (total[fill] / count[fill]).astype(image.dtype)
-    return int(fill.sum())
+    n_filled = 0
+    for j in range(ny):
+        for i in range(nx):
+            if not replace[j, i]:
+                continue
+            total, count = 0.0, 0
+            for y in range(max(0, j - half), min(ny, j + half + 1)):
+                for x in range(max(0, i - half), min(nx, i + half + 1)):
+                    if not (replace[y, x] or unusable[y, x]):
+                        total += image[y, x]
+                        count += 1
+            if count:
+                image[j, i] = total / count
+                n_filled += 1
+    return n_filled

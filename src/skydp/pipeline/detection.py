@@ -78,7 +78,7 @@ def _correlate_row(row: np.ndarray, k: np.ndarray, out: np.ndarray) -> None:
             dst[i] += kt * src[i]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 is inf or NaN, then set to 0
 def _snr_separable(image: np.ndarray, variance: np.ndarray, k: np.ndarray, k2: np.ndarray) -> np.ndarray:
     """(k x k correlated image) / sqrt(k2 x k2 correlated variance), in one pass over the rows.
 
@@ -116,9 +116,12 @@ def _snr_separable(image: np.ndarray, variance: np.ndarray, k: np.ndarray, k2: n
             for i in range(nx):
                 acc_i[i] += ki * ri[i]
                 acc_v[i] += kv * rv[i]
+        row = out[j]
+        for i in range(nx):  # branch-free, so vectorised; zero variance gives inf or NaN, fixed below
+            row[i] = acc_i[i] / np.sqrt(acc_v[i])
         for i in range(nx):
-            value = acc_i[i] / np.float32(math.sqrt(acc_v[i])) if acc_v[i] > 0 else np.float32(0.0)
-            out[j, i] = value if math.isfinite(value) else np.float32(0.0)
+            if not np.isfinite(row[i]):
+                row[i] = 0.0
     return out
 
 
