@@ -11,13 +11,32 @@ from fastavro.validation import ValidationError, validate
 
 from skydp.alerts.schema import ALERT_SCHEMA_NAME, alert_schema
 
+_REASON_CHARS = 200  # an error message quotes the bad value: cut it (it may be a cutout)
+
 
 def validate_alert(alert: dict) -> None:
-    """Raise ValueError (naming the alert and the failing fields) unless ``alert`` fits the schema."""
+    """Raise ValueError (naming the alert and the failing fields) unless ``alert`` fits the schema.
+
+    The check is fastavro's validator without error collection (a yes/no, ~0.2 ms per packet):
+    with ``raise_errors=True`` it builds an error object, JSON-formatted, for every union branch
+    a value does not take (~10x slower). Only a failing packet is validated again to name fields.
+    """
+    if not validate(alert, alert_schema(), raise_errors=False):
+        raise _invalid_alert_error(alert)
+
+
+def _invalid_alert_error(alert: dict) -> ValueError:
+    """ValueError naming the fields of ``alert`` that do not fit the schema and why."""
+    what = f"alert {alert.get('diaSourceId') if isinstance(alert, dict) else alert!r:.80}"
     try:
         validate(alert, alert_schema(), raise_errors=True)
     except ValidationError as exc:
-        raise ValueError(f"alert {alert.get('diaSourceId')} does not fit {ALERT_SCHEMA_NAME}: {exc}") from exc
+        # errors of values inside records/arrays are reported by their leaves; unions report each branch
+        leaves = [e for e in exc.errors if not isinstance(e.datum, (dict, list))] or list(exc.errors)
+        fields = sorted({e.field for e in leaves})
+        reasons = sorted({str(e)[:_REASON_CHARS] for e in leaves})
+        return ValueError(f"{what} does not fit {ALERT_SCHEMA_NAME}: field(s) {', '.join(fields)}: {'; '.join(reasons)}")
+    return ValueError(f"{what} does not fit {ALERT_SCHEMA_NAME}")
 
 
 def write_alerts(path: str | os.PathLike, alerts: Iterable[dict]) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from skydp.alerts.cutouts import cutout_fits
+from skydp.alerts.cutouts import cutout_fits, cutouts_fits
 from skydp.alerts.schema import record_fields
 from skydp.exposure import Exposure
 
@@ -37,6 +37,7 @@ _FORCED_RENAME = {
     "psfFlux": "psfDiffFlux", "psfFluxErr": "psfDiffFluxErr",
     "scienceFlux": "psfFlux", "scienceFluxErr": "psfFluxErr",
 }
+_CUTOUT_KEYS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 
 
 def mjd_from_datetime(value: datetime.datetime) -> float:
@@ -60,29 +61,11 @@ def make_alert(
     kept, the DiaSource itself excluded. Cutouts are centred on the DiaSource ra, dec; a missing
     image gives a null cutout.
     """
-    source = _dia_source_values(dia_source)
-    if science is not None:
-        source["exposureTime"] = float(science.info.exptime)
-    t = float(source["midpointMjdTai"])
-    processed = float(source["timeProcessedMjdTai"])
-    ra, dec = float(source["ra"]), float(source["dec"])
-    what = f"DiaSource {source['diaSourceId']}"
-    return {
-        "diaSourceId": int(source["diaSourceId"]),
-        "observation_reason": None,
-        "target_name": None,
-        "diaSource": _avro_record("diaSource", source, what),
-        "prvDiaSources": _previous(prv_dia_sources, t, "diaSource", processed, exclude=int(source["diaSourceId"])),
-        "prvDiaForcedSources": _previous(prv_forced, t, "diaForcedSource", processed),
-        "diaObject": None if dia_object is None else _avro_record(
-            "diaObject", {"validityStartMjdTai": processed, **dia_object}, f"DiaObject of {what}"
-        ),
-        "ssSource": None,
-        "mpc_orbits": None,
-        "cutoutDifference": None if difference is None else cutout_fits(difference, ra, dec),
-        "cutoutScience": None if science is None else cutout_fits(science, ra, dec),
-        "cutoutTemplate": None if template is None else cutout_fits(template, ra, dec),
-    }
+    ra, dec = float(dia_source["ra"]), float(dia_source["dec"])
+    cutouts = {key: None if image is None else cutout_fits(image, ra, dec)
+               for key, image in zip(_CUTOUT_KEYS, (science, template, difference))}
+    exposure_time = None if science is None else float(science.info.exptime)
+    return _packet(dia_source, dia_object, prv_dia_sources, prv_forced, cutouts, exposure_time)
 
 
 def visit_alerts(
@@ -108,11 +91,47 @@ def visit_alerts(
         raise ValueError(f"visit_alerts: dia_objects lacks {len(missing)} DiaObject(s), e.g. {min(missing)}")
     history_of = _split_by_object(history, object_ids)
     forced_of = _split_by_object(forced, object_ids)
+    ra, dec = dia_sources.column("ra").to_numpy(), dia_sources.column("dec").to_numpy()
+    n = dia_sources.num_rows
+    cutouts = {key: [None] * n if image is None else cutouts_fits(image, ra, dec)
+               for key, image in zip(_CUTOUT_KEYS, (science, template, difference))}
+    exposure_time = None if science is None else float(science.info.exptime)
     return [
-        make_alert(row, object_rows[row["diaObjectId"]], history_of(row["diaObjectId"]),
-                   forced_of(row["diaObjectId"]), science, template, difference)
-        for row in dia_sources.to_pylist()
+        _packet(row, object_rows[row["diaObjectId"]], history_of(row["diaObjectId"]), forced_of(row["diaObjectId"]),
+                {key: cutouts[key][k] for key in _CUTOUT_KEYS}, exposure_time)
+        for k, row in enumerate(dia_sources.to_pylist())
     ]
+
+
+def _packet(
+    dia_source: Mapping[str, Any],
+    dia_object: Mapping[str, Any] | None,
+    prv_dia_sources: pa.Table | None,
+    prv_forced: pa.Table | None,
+    cutouts: Mapping[str, bytes | None],
+    exposure_time: float | None,
+) -> dict:
+    """The packet of ``make_alert`` from its cutout FITS bytes and the science image's exposure time."""
+    source = _dia_source_values(dia_source)
+    if exposure_time is not None:
+        source["exposureTime"] = exposure_time
+    t = float(source["midpointMjdTai"])
+    processed = float(source["timeProcessedMjdTai"])
+    what = f"DiaSource {source['diaSourceId']}"
+    return {
+        "diaSourceId": int(source["diaSourceId"]),
+        "observation_reason": None,
+        "target_name": None,
+        "diaSource": _avro_record("diaSource", source, what),
+        "prvDiaSources": _previous(prv_dia_sources, t, "diaSource", processed, exclude=int(source["diaSourceId"])),
+        "prvDiaForcedSources": _previous(prv_forced, t, "diaForcedSource", processed),
+        "diaObject": None if dia_object is None else _avro_record(
+            "diaObject", {"validityStartMjdTai": processed, **dia_object}, f"DiaObject of {what}"
+        ),
+        "ssSource": None,
+        "mpc_orbits": None,
+        **cutouts,
+    }
 
 
 def _split_by_object(table: pa.Table | None, object_ids: np.ndarray):
