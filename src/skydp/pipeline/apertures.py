@@ -97,7 +97,7 @@ class ApertureSummer:
                 if orphan.any():
                     seg = np.where(orphan, np.int32(seg.max() + 1), seg)
             n_labels = int(seg.max()) if label_map is not None and self._any_labelled else 0
-            start, pixels = label_index(seg, n_labels)
+            start, pixels = label_index(seg, n_labels) if n_labels else (np.zeros(2, np.int64), np.zeros(0, np.int64))
             self._segmaps[key] = (seg, start, pixels, label_map)  # the label map is kept alive: its id stays unique
         return self._segmaps[key]
 

@@ -9,7 +9,6 @@ our own S/N image with its filter off and an absolute threshold.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba

@@ -88,28 +88,23 @@ def _columns(cx: float, near: float, far: float, r: float, nx: int) -> tuple[int
     return ic, idd, ia, ib
 
 
+@numba.njit(cache=True, nogil=True)
 def label_index(segmap: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices of the pixels of each label 1..n_labels: pixels[start[l]:start[l + 1]], in
-    raster order."""
+    raster order (a counting sort in two passes over the map)."""
     flat = segmap.ravel()
-    labelled = np.flatnonzero(flat)  # footprints cover a small part of an image: find them first
-    return _counting_sort(flat[labelled], labelled, n_labels)
-
-
-@numba.njit(cache=True, nogil=True)
-def _counting_sort(labels: np.ndarray, where: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
     start = np.zeros(n_labels + 2, dtype=np.int64)
-    for lab in labels:
+    for lab in flat:
         if 0 < lab <= n_labels:
             start[lab + 1] += 1
     for lab in range(1, n_labels + 2):
         start[lab] += start[lab - 1]
     fill = start[:-1].copy()
     pixels = np.empty(start[-1], dtype=np.int64)
-    for q in range(labels.size):
-        lab = labels[q]
+    for p in range(flat.size):
+        lab = flat[p]
         if 0 < lab <= n_labels:
-            pixels[fill[lab]] = where[q]
+            pixels[fill[lab]] = p
             fill[lab] += 1
     return start, pixels
 
