@@ -8,7 +8,7 @@ and no ``mask`` (pixels of other labels skipped, not replaced by the aperture me
 variance sum weights each pixel's variance by its overlap fraction, as sep does. They are
 computed by ``exact_apertures.aperture_sums``, all radii in one pass per source, several times
 faster than sep for the nine DP1 radii (tests compare the two). Radii below 1 px are refused
-(sep's overlap is not exact below ~0.71 px, and such apertures carry no useful flux).
+(such apertures carry no useful flux, and sep, the reference, is not exact below ~0.71 px).
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ class ApertureSummer:
         n, k = len(x), len(radii)
         r = np.asarray(radii, dtype=np.float64)
         if np.any(~(r >= MIN_RADIUS)):
-            raise ValueError(f"aperture radii must be >= {MIN_RADIUS} px (sep's exact overlap is not exact "
-                             f"below ~0.71 px): got {list(radii)}")
-        if n == 0:
+            raise ValueError(f"aperture radii must be >= {MIN_RADIUS} px: got {list(radii)}")
+        if n == 0 or k == 0:
             return np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k), dtype=bool)
         use_own = label_map is not None and own is not None
         seg_id = np.asarray(own, dtype=np.int64) if use_own else np.zeros(n, dtype=np.int64)
