@@ -262,3 +262,53 @@ def test_cutout_off_the_image_edge_is_padded_with_nan(scene):
         wcs = WCS(hdul[0].header)
         cx, cy = wcs.world_to_pixel_values(ra, dec)
         assert cx + x0 == pytest.approx(XY0[0] + 3.2, abs=1e-6)
+
+
+def test_bad_packets_are_refused_naming_the_field(alerts, tmp_path):
+    """Fields outside unions (checked before writing) and inside them (checked by the writer)."""
+    alert = alerts[0]
+    cases = {
+        "lsst.v11_1.diaSource.visit": dict(alert, diaSource=dict(alert["diaSource"], visit=1.5)),
+        "lsst.v11_1.diaSource.detector": dict(alert, diaSource=dict(alert["diaSource"], detector=2**40)),
+        "lsst.v11_1.diaSource.psfFlux": dict(alert, prvDiaSources=[dict(alert["prvDiaSources"][0], psfFlux="x")]),
+        "lsst.v11_1.diaObject.nDiaSources": dict(alert, diaObject=dict(alert["diaObject"], nDiaSources=2.5)),
+    }
+    for field, bad in cases.items():
+        with pytest.raises(ValueError, match=f"alert {alert['diaSourceId']} does not fit .*{field}"):
+            validate_alert(bad)
+        path = tmp_path / "bad.avro"
+        with pytest.raises(ValueError, match=field):
+            write_alerts(path, [alert, bad])
+        assert not list(tmp_path.iterdir())
+
+
+def test_template_without_rotation_angle_gives_cutouts_without_rotpa(scene):
+    """A coadd template has no rotator angle (NaN): the card is left out and reads back as NaN."""
+    template = scene["template"].copy()
+    template.info.rotpa = float("nan")
+    data = cutout_fits(template, scene["ra"], scene["dec"])
+    with fits.open(io.BytesIO(data)) as hdul:
+        hdul.verify("exception")
+        assert "ROTPA" not in hdul[0].header and hdul[0].header["BUNIT"] == "nJy"
+    cut = read_exposure(data)
+    assert np.isnan(cut.info.rotpa)
+    np.testing.assert_array_equal(cut.image, read_exposure(cutout_fits(scene["template"], scene["ra"], scene["dec"])).image)
+
+
+def test_cutout_fits_bytes_are_standard_and_exact(scene):
+    """astropy reads our directly written FITS without complaint; pixels and WCS numbers are exact."""
+    diff = scene["difference"]
+    data = cutout_fits(diff, scene["ra"], scene["dec"])
+    assert len(data) % 2880 == 0
+    with fits.open(io.BytesIO(data)) as hdul:
+        hdul.verify("exception")
+        header = hdul[0].header
+        assert header["CRVAL1"] == scene["ra"] and header["CRVAL2"] == scene["dec"]  # repr fits 20 columns
+        assert header["ROTPA"] == 30.0
+        x0, y0 = header["CUTMINX"] + 1, header["CUTMINY"] + 1
+        x, y = (float(v[0]) for v in diff.sky_to_pixel(np.array([scene["ra"]]), np.array([scene["dec"]])))
+        assert header["CRPIX1"] == pytest.approx(x - x0 + 1, abs=1e-12)
+        assert header["CRPIX2"] == pytest.approx(y - y0 + 1, abs=1e-12)
+        c0, r0 = x0 - diff.xy0[0], y0 - diff.xy0[1]
+        np.testing.assert_array_equal(hdul[0].data, diff.image[r0:r0 + CUTOUT_SIZE, c0:c0 + CUTOUT_SIZE])
+        assert hdul["PSFIMAGE"].data.dtype == np.dtype(">f8")

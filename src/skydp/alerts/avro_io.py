@@ -9,7 +9,7 @@ from typing import Iterable
 import fastavro
 from fastavro.validation import ValidationError, validate
 
-from skydp.alerts.schema import ALERT_SCHEMA_NAME, alert_schema
+from skydp.alerts.schema import ALERT_SCHEMA_NAME, alert_schema, fields_outside_unions_schema
 
 _REASON_CHARS = 200  # an error message quotes the bad value: cut it (it may be a cutout)
 
@@ -42,16 +42,26 @@ def _invalid_alert_error(alert: dict) -> ValueError:
 def write_alerts(path: str | os.PathLike, alerts: Iterable[dict]) -> int:
     """Validate and write ``alerts`` to an Avro container file (deflate); returns how many.
 
+    Validation: fastavro's writer validates every value inside a union while choosing its branch
+    (see ``fields_outside_unions_schema``), and the fields outside unions are validated here
+    first, so each packet is checked once. A bad packet raises ValueError naming its fields.
     The file appears complete or not at all: it is written beside ``path`` and renamed.
     """
     path = Path(path)
     alerts = list(alerts)
+    outside_unions = fields_outside_unions_schema()
     for alert in alerts:
-        validate_alert(alert)
+        if not validate(alert, outside_unions, raise_errors=False):
+            raise _invalid_alert_error(alert)
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "wb") as fh:
-            fastavro.writer(fh, alert_schema(), alerts, codec="deflate")
+            try:
+                fastavro.writer(fh, alert_schema(), alerts, codec="deflate")
+            except (TypeError, ValueError, OverflowError) as exc:
+                for alert in alerts:  # name the packet and field the writer refused
+                    validate_alert(alert)
+                raise ValueError(f"{path}: alerts could not be written as {ALERT_SCHEMA_NAME}: {exc}") from exc
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

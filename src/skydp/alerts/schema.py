@@ -50,6 +50,33 @@ def alert_schema() -> dict:
     return fastavro.parse_schema(definition)
 
 
+@functools.lru_cache(maxsize=1)
+def fields_outside_unions_schema() -> dict:
+    """The alert schema reduced to the fields reached without passing through a union (parsed).
+
+    fastavro's writer picks the branch of every union value by validating it against each
+    branch, so values inside unions (every nullable field, the diaObject and both histories) are
+    validated while writing; the fields outside unions (the packet's diaSourceId and the diaSource
+    record's required fields) are only cast (a float written to a long is truncated silently).
+    Validating a packet against this reduced schema before writing closes that gap.
+    """
+    definition = _lsst_alert_packet().Schema.from_file(str(schema_file())).definition
+    return fastavro.parse_schema(_without_unions(definition))
+
+
+def _without_unions(node: dict) -> dict:
+    """Copy of a record schema without its union-typed fields, recursively in nested records."""
+    fields = []
+    for field in node["fields"]:
+        ftype = field["type"]
+        if isinstance(ftype, list):
+            continue
+        if isinstance(ftype, dict) and ftype.get("type") == "record":
+            field = {**field, "type": _without_unions(ftype)}
+        fields.append(field)
+    return {**node, "fields": fields}
+
+
 @functools.lru_cache(maxsize=None)
 def record_fields(record: str) -> tuple[FieldSpec, ...]:
     """Fields of a nested record type of the alert ("diaSource", "diaObject", "diaForcedSource")."""
