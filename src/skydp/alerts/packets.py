@@ -139,13 +139,13 @@ def _split_by_object(table: pa.Table | None, object_ids: np.ndarray):
     if table is None:
         return lambda _oid: None
     table = table.filter(pc.is_in(table.column("diaObjectId"), pa.array(np.unique(object_ids))))
-    ids = table.column("diaObjectId").to_numpy()
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
+    order = np.argsort(table.column("diaObjectId").to_numpy(), kind="stable")
+    table = table.take(order)  # once: a zero-copy slice per object below (a take per object costs ~1 ms)
+    sorted_ids = table.column("diaObjectId").to_numpy()
 
     def rows(oid: int) -> pa.Table:
         lo, hi = np.searchsorted(sorted_ids, [oid, oid + 1])
-        return table.take(order[lo:hi])
+        return table.slice(lo, hi - lo)
 
     return rows
 
