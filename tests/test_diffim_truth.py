@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from scipy import stats
 from scipy.spatial import cKDTree
 
 from skydp import tables
@@ -259,9 +258,15 @@ def _classify_false(dia, truth, cosmics, visits) -> np.ndarray:
 @pytest.mark.slow
 def test_false_detections_without_variable_sources(quiet_4k_area):
     """Issue bar: on visits with no variable sources at most 5 false DiaSources per 4k x 4k
-    detector-visit. Every DiaSource is false here; each is classified and printed, with the
-    blank-sky count a 5-sigma matched filter expects from Gaussian noise (both polarities,
-    one independent trial per PSF noise-equivalent area 4 pi sigma^2)."""
+    detector-visit. Every DiaSource is false here; each is classified and printed.
+
+    Blank-sky detections are compared with the peaks Gaussian noise gives a 5-sigma matched filter:
+    the expected Euler characteristic of the excursion set above u of a smoothed Gaussian field,
+    area * lambda_2 * u exp(-u^2 / 2) / (2 pi)^(3/2) per polarity, lambda_2 = 1 / (2 sigma^2) for
+    white noise correlated with a Gaussian PSF of sigma px (Adler 1981). That is ~2.5 per 4k^2 and
+    polarity at sigma ~2 px, 25 times the naive area / (4 pi sigma^2) * P(z > 5): the bar is close
+    to the noise floor. Measured: 5.0 per 4k^2 = 1 saturated-star residual + 4 blank-sky peaks
+    (science +-4.2-4.9 sigma on its own), 5.3 expected from noise."""
     results, outdir = quiet_4k_area
     cosmics = pq.read_table(outdir / "truth_cosmics.parquet").to_pandas()
     visits = pq.read_table(outdir / "visits.parquet").to_pandas().sort_values("seeing")
@@ -272,7 +277,8 @@ def test_false_detections_without_variable_sources(quiet_4k_area):
         d = diff.difference
         usable = int(np.isfinite(d.image).sum())
         sigma = d.psf.shape(*(0.5 * (np.array(d.shape[::-1]) - 1))).sigma
-        expected_noise += 2 * usable / (4 * np.pi * sigma**2) * stats.norm.sf(5.0)
+        u = 5.0  # DiffimConfig.detection_threshold
+        expected_noise += 2 * usable / (2 * sigma**2) * u * np.exp(-u**2 / 2) / (2 * np.pi) ** 1.5
         kind = _classify_false(table, truth, cosmics, [visit] + template_visits)
         table["class"] = kind
         print(f"visit {visit}: {len(table)} DiaSources")
@@ -287,3 +293,4 @@ def test_false_detections_without_variable_sources(quiet_4k_area):
           f"blank sky expected from Gaussian noise {expected_noise:.2f}")
     assert area >= 4096**2
     assert per_4k <= 5
+    assert counts["blank sky"] <= expected_noise + 3 * np.sqrt(expected_noise)  # no excess over noise peaks
