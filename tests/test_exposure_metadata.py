@@ -47,3 +47,24 @@ def test_primary_header_has_priority_and_problems_are_listed():
 def test_band_outside_ugrizy_is_a_format_error():
     with pytest.raises(ExposureFormatError, match=r"^f.fits: BAND='V'"):
         visit_info_from_headers("f.fits", [fits.Header({"BAND": "V"})])
+
+
+def test_values_that_do_not_apply_round_trip_without_a_warning():
+    """A coadd has no airmass or pointing: written as FITS undefined values, read back as NaN and not
+    reported missing; a header that lacks the keys altogether is still reported."""
+    import math
+
+    from skydp.exposure.info import VisitInfo
+    from skydp.exposure.metadata import visit_info_to_header
+
+    info = VisitInfo(instrument="skydp", visit=0, detector=0, band="r", physical_filter="r", day_obs=20260101,
+                     mjd=61000.0, exptime=30.0, airmass=math.nan, boresight_ra=math.nan, boresight_dec=math.nan,
+                     rotpa=math.nan, snap=None)
+    header = visit_info_to_header(info)
+    assert {"AIRMASS", "BORE-RA", "BORE-DEC", "ROTPA"} <= set(header)
+    back = visit_info_from_headers("coadd.fits", [fits.Header.fromstring(header.tostring())])
+    assert math.isnan(back.airmass) and math.isnan(back.rotpa) and back.warnings == []
+    for key in ("AIRMASS", "BORE-RA", "BORE-DEC", "ROTPA"):
+        del header[key]
+    lacking = visit_info_from_headers("visit.fits", [header])
+    assert lacking.warnings == ["missing metadata (defaults used): AIRMASS, BORE-RA, BORE-DEC, ROTPA"]

@@ -57,10 +57,18 @@ class _Lookup:
                     return value
         return None
 
+    def undefined(self, key: str) -> bool:
+        """The first header holding ``key`` gives it no value: the writer said it does not apply."""
+        for header in self.headers:
+            if key in header:
+                return header[key] is None or isinstance(header[key], fits.card.Undefined)
+        return False
+
     def get(self, key: str, kind: type, default: Any) -> Any:
         value = self.raw(key)
         if value is None:
-            self.missing.append(key)
+            if not self.undefined(key):
+                self.missing.append(key)
             return default
         try:
             if kind is str:
@@ -157,7 +165,9 @@ def visit_info_from_headers(path: str, headers: list[fits.Header]) -> VisitInfo:
 
 
 def visit_info_to_header(info: VisitInfo) -> fits.Header:
-    """PRIMARY header cards of the contract; unknown values (NaN, "") are left out, not invented."""
+    """PRIMARY header cards of the contract. Values that do not apply (NaN: a coadd has no airmass or
+    pointing) are written as FITS undefined values, so readers can tell them from missing keys; empty
+    strings are left out, not invented."""
     cards: list[tuple[str, Any, str]] = [
         ("INSTRUME", info.instrument, "instrument"),
         ("VISIT", int(info.visit), "visit id"),
@@ -178,7 +188,9 @@ def visit_info_to_header(info: VisitInfo) -> fits.Header:
         cards.append(("SNAP", int(info.snap), "snap index"))
     header = fits.Header()
     for key, value, comment in cards:
-        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, str) and not value):
+        if isinstance(value, float) and not math.isfinite(value):
+            value = fits.card.UNDEFINED
+        elif isinstance(value, str) and not value:
             continue
         header[key] = (value, comment)
     return header
