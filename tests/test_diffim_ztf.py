@@ -123,10 +123,11 @@ def measured() -> list[tuple[dict, float]]:
         if made is None:
             continue
         c = alert["candidate"]
-        diff = subtract_images(*made, CONFIG).difference
         # the centre pixel 31 is ZTF's 1-based round(xpos): the candidate sits at 31 + the fraction
         x = np.array([CENTRE + c["xpos"] - np.round(c["xpos"])])
         y = np.array([CENTRE + c["ypos"] - np.round(c["ypos"])])
+        # the candidate changed: keep it out of the kernel fit (see subtract_images)
+        diff = subtract_images(*made, CONFIG, exclude=(x, y)).difference
         ok = np.isfinite(diff.image)
         summer = ApertureSummer(np.where(ok, diff.image, 0).astype(np.float32),
                                 np.where(ok, diff.variance, 0).astype(np.float32), ~ok)
@@ -138,14 +139,15 @@ def measured() -> list[tuple[dict, float]]:
 
 def test_ztf_sign_and_aperture_magnitude(measured):
     """Every sign agrees with ``isdiffpos``; the aperture magnitude agrees with ``magap`` within
-    0.1 mag where IPAC's own aperture error ``sigmagap`` is below 0.05 mag (where noise allows
-    the 0.1 mag bar to be tested), within the larger of 0.1 mag and 3 sigmagap everywhere, and
-    within 0.1 mag in the median.
+    0.1 mag for at least 60 % of the alerts and for every alert whose IPAC aperture error
+    ``sigmagap`` is below 0.05 mag, within the larger of 0.1 mag and 3 sigmagap everywhere, with
+    median |dmag| <= 0.06 and median dmag within +-0.03.
 
-    The two differences share the science noise but not the treatment of the template noise, so
-    their faint-candidate magnitudes differ by about sigmagap (0.1-0.8 mag for most alerts).
-    Measured: signs 30/30, the 3 precise alerts within 0.011 mag, median |dmag| 0.092, median dmag
-    +0.04 (the stamp's kernel fit absorbs a few per cent of the candidate's flux)."""
+    The two differences share the science noise but not the template noise nor the matching
+    kernel, so their faint-candidate magnitudes differ by up to about sigmagap (0.1-0.8 mag for most
+    alerts). Measured with the candidate excluded from the kernel fit: signs 30/30, 67 % within
+    0.1 mag, median |dmag| 0.047, median dmag +0.018 (without the exclusion: 53 %, 0.092, +0.037,
+    the kernel absorbing a few per cent of the candidate; plain science - template: 77 %, 0.051, +0.009)."""
     assert len(measured) >= 25
     signs, dmag, sig = [], [], []
     for c, flux in measured:
@@ -161,4 +163,6 @@ def test_ztf_sign_and_aperture_magnitude(measured):
     precise = sig < 0.05
     assert precise.sum() >= 3 and np.all(np.abs(dmag[precise]) <= 0.1)
     assert np.all(np.abs(dmag) <= np.maximum(0.1, 3 * sig))
-    assert np.median(np.abs(dmag)) <= 0.1
+    assert np.mean(np.abs(dmag) <= 0.1) >= 0.6
+    assert np.median(np.abs(dmag)) <= 0.06
+    assert abs(np.median(dmag)) <= 0.03

@@ -37,6 +37,7 @@ class DiffimConfig:
     min_stars: int = 5  # fewer usable stars: fit the whole overlap as one region (spatial orders 0)
     clip_sigma: float = 3.0  # stamps whose chi2/dof is this many robust sigma above the median are rejected
     clip_iterations: int = 3
+    exclude_radius: float = 1.5  # reference-PSF FWHM: discs around ``subtract_images(exclude=...)`` positions
     # after subtraction
     difference_background_mesh: int = 64  # px mesh of the background re-fitted on the difference; 0 = none
     decorrelate: bool = True
@@ -62,6 +63,7 @@ class DiffimConfig:
             "stars_per_cell": self.stars_per_cell >= 1,
             "min_stars": self.min_stars >= 1,
             "clip_sigma": self.clip_sigma > 0,
+            "exclude_radius": self.exclude_radius > 0,
             "difference_background_mesh": self.difference_background_mesh == 0 or self.difference_background_mesh >= 8,
             "detection_threshold": self.detection_threshold > 0,
             "aperture_radius": self.aperture_radius > 0,

@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from skydp.diffim.config import DiffimConfig
 from skydp.diffim.decorrelation import convolve_psf, convolve_same, decorrelation_kernel
@@ -48,8 +49,16 @@ class Difference:
     decorrelation: np.ndarray | None  # real-space decorrelation kernel applied (None when off)
 
 
-def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig | None = None) -> Difference:
-    """Difference image science - template on the science grid (see the module docstring)."""
+def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig | None = None,
+                    exclude: tuple[np.ndarray, np.ndarray] | None = None) -> Difference:
+    """Difference image science - template on the science grid (see the module docstring).
+
+    ``exclude``: parent pixel positions (x, y) of sources known or suspected to have changed (an
+    alert's candidate, known variables); discs of ``config.exclude_radius`` reference-PSF FWHM around
+    them are left out of the kernel fit, so that the kernel cannot absorb part of their flux change
+    (on a cut-out the candidate's host galaxy dominates the fit, and the kernel shifts and reshapes the
+    galaxy to cancel a few per cent of the candidate). Kernel stars whose stamp touches a disc are dropped.
+    """
     config = config or DiffimConfig()
     _check(science, "science")
     _check(template, "template")
@@ -75,6 +84,8 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
     conv_invalid = _grow(conv.unusable, h)
     conv_invalid[:h, :] = conv_invalid[-h:, :] = conv_invalid[:, :h] = conv_invalid[:, -h:] = True
     fit_bad = conv_invalid | _grow(conv.excluded, h) | ref.excluded
+    if exclude is not None:
+        fit_bad |= _discs(exclude, science.xy0, science.shape, config.exclude_radius * FWHM_PER_SIGMA * sigma_ref)
     fit_half = max(h, int(np.ceil(2.0 * FWHM_PER_SIGMA * sigma_ref)))
     star_x, star_y = select_kernel_stars(ref.image, ref.variance, fit_bad, sigma_ref, 2 * fit_half + 1,
                                          config.star_min_snr, config.star_max_snr, config.cell_size,
@@ -175,6 +186,26 @@ class _Planes:
         image[unusable] = 0.0
         variance[unusable] = 0.0
         return cls(image, variance, unusable, excluded)
+
+
+def _discs(centres: tuple[np.ndarray, np.ndarray], xy0: tuple[int, int], shape: tuple[int, int],
+           radius: float) -> np.ndarray:
+    """Bool image (array frame) true within ``radius`` px of any parent position in ``centres``
+    (positions off the image mark nothing)."""
+    try:
+        x, y = (np.atleast_1d(np.asarray(c, dtype=np.float64)) - o for c, o in zip(centres, xy0))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"subtract_images: exclude must be a pair of x, y coordinate arrays ({exc})") from exc
+    if x.shape != y.shape or x.ndim != 1 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError(f"subtract_images: exclude x {x.shape} and y {y.shape} must be finite 1-D arrays of one length")
+    ny, nx = shape
+    cx, cy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
+    inside = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
+    seeds = np.zeros(shape, dtype=bool)
+    seeds[cy[inside], cx[inside]] = True
+    r = int(np.ceil(radius))
+    disc = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) <= radius
+    return ndimage.binary_dilation(seeds, structure=disc)
 
 
 def _check(exposure: Exposure, name: str) -> None:
