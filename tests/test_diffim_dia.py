@@ -113,3 +113,39 @@ def test_cli_names_the_files_on_bad_input(tmp_path):
     write_exposure(make_exposure(img, np.ones_like(img), 1.5, visit=2), tmp_path / "b.fits")
     with pytest.raises(ValueError, match="a.fits"):
         run_diff_cli(tmp_path / "a.fits", tmp_path / "b.fits", tmp_path / "d.fits")
+
+
+def test_template_flux_error_includes_the_kernel_noise_correlation():
+    """Pure-noise template convolved by a known kernel (Gaussian, sigma 1.5 px; its variance plane
+    v sum(K^2), as subtract_images writes it), 400 positive transients on the difference: templateFlux
+    is pure correlated noise, and templateFlux / templateFluxErr must have std ~1 (measured 0.988;
+    4.04 with the uncorrected error: the variance factor for these Gaussians is
+    4 pi sP^2 sK^2 / (sP^2 + sK^2) = 16.7)."""
+    from scipy import signal
+
+    from skydp.diffim.decorrelation import convolved_noise_factor
+    from skydp.diffim.kernel_basis import AlardLuptonBasis
+    from skydp.diffim.psf_matching import KernelSolution
+
+    shape, sigma_k, noise_t = (500, 500), 1.5, 30.0
+    grid = np.arange(25, 500, 25) + 0.3
+    sources = [(x, y, 5000.0) for x in grid for y in grid]
+    diff, science = _difference(sources, seed=3, shape=shape)
+    basis = AlardLuptonBasis((sigma_k,), (0,), 15)
+    kernel = KernelSolution(basis=basis, coefficients=np.ones((1, 1)), background=np.zeros(0), kernel_order=0,
+                            background_order=-1, shape=shape, star_x=np.zeros(0), star_y=np.zeros(0), n_rejected=0,
+                            chi2_per_pixel=1.0)
+    k = kernel.kernel_image(0.0, 0.0)
+    rng = np.random.default_rng(4)
+    template = signal.fftconvolve(rng.normal(size=shape) * noise_t, k, mode="same")
+    variance = np.full(shape, noise_t**2 * np.sum(k**2))
+    diff.matched_template = make_exposure(template, variance, SIGMA, visit=2)
+    diff.kernel = kernel
+    table = detect_dia_sources(diff, science).to_pandas()
+    assert len(table) == len(sources)
+    pull = table.templateFlux / table.templateFluxErr
+    expected = 4 * np.pi * SIGMA**2 * sigma_k**2 / (SIGMA**2 + sigma_k**2)
+    assert convolved_noise_factor(diff.matched_template.psf.images_at([0.0], [0.0]), k)[0] == pytest.approx(
+        expected, rel=0.02)
+    print(f"templateFlux pull std {np.std(pull):.3f}")
+    assert 0.9 <= np.std(pull) <= 1.1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 from scipy.spatial import cKDTree
 
 from skydp import tables
@@ -207,11 +208,28 @@ def _on_blank_sky(results) -> int:
     return count
 
 
+def _expected_noise_peaks(diff) -> float:
+    """Expected number of 5-sigma peaks (both polarities) Gaussian noise gives the matched filter on
+    ``diff``'s usable pixels: the Euler characteristic of the excursion set (see
+    test_false_detections_without_variable_sources)."""
+    d = diff.difference
+    usable = int(np.isfinite(d.image).sum())
+    sigma = d.psf.shape(*(0.5 * (np.array(d.shape[::-1]) - 1))).sigma
+    u = 5.0  # DiffimConfig.detection_threshold
+    return 2 * usable / (2 * sigma**2) * u * np.exp(-u**2 / 2) / (2 * np.pi) ** 1.5
+
+
 def test_false_detections_are_residuals_of_real_sources(differenced):
     """The tiny field is ten times denser in stars than a survey field: its false DiaSources are
-    bright-star residuals (counted and printed); on blank sky there are none."""
+    bright-star residuals (counted and printed); on blank sky no more than Gaussian noise plausibly
+    gives (Poisson probability of at least that many >= 0.001). Measured 1 with 0.10 expected: science
+    +4.4 sigma, template -2.7 sigma once the template error includes the kernel's noise correlation
+    (the old error, 3x too small, made it a -8 sigma template source)."""
     _false_detections(differenced)
-    assert _on_blank_sky(differenced) == 0
+    expected = sum(_expected_noise_peaks(diff) for _, diff, *_ in differenced)
+    blank = _on_blank_sky(differenced)
+    print(f"blank-sky false DiaSources {blank}, {expected:.2f} expected from noise")
+    assert blank == 0 or stats.poisson.sf(blank - 1, expected) >= 1e-3
 
 
 @pytest.mark.slow
@@ -275,10 +293,7 @@ def test_false_detections_without_variable_sources(quiet_4k_area):
     for visit, diff, dia, truth, _ in results:
         table = dia.to_pandas()
         d = diff.difference
-        usable = int(np.isfinite(d.image).sum())
-        sigma = d.psf.shape(*(0.5 * (np.array(d.shape[::-1]) - 1))).sigma
-        u = 5.0  # DiffimConfig.detection_threshold
-        expected_noise += 2 * usable / (2 * sigma**2) * u * np.exp(-u**2 / 2) / (2 * np.pi) ** 1.5
+        expected_noise += _expected_noise_peaks(diff)
         kind = _classify_false(table, truth, cosmics, [visit] + template_visits)
         table["class"] = kind
         print(f"visit {visit}: {len(table)} DiaSources")

@@ -39,6 +39,27 @@ def decorrelation_kernel(kernel: np.ndarray, unconvolved_variance: float, convol
     return real / real.sum()
 
 
+def convolved_noise_factor(psfs: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Variance factor of a PSF-weighted flux on white noise convolved by a kernel, per source.
+
+    Noise of variance v convolved by K has per-pixel variance v sum(K^2) (what a matched template's
+    variance plane holds) but covariance v A(d), A the autocorrelation of K. A PSF fit assuming
+    independent pixels reports var = v sum(K^2) / sum(P^2); the true variance of
+    sum(P data) / sum(P^2) is v sum_ij P_i P_j A(i - j) / sum(P^2)^2. Their ratio is
+
+        f = sum((P (x) K)^2) / (sum(P^2) sum(K^2)),
+
+    (N,) for ``psfs`` (N, S, S) and ``kernels`` (N, k, k) or one (k, k), by batched FFTs. f = 1 for a
+    delta-function kernel; for Gaussians f = 4 pi sP^2 sK^2 / (sP^2 + sK^2).
+    """
+    psfs = np.asarray(psfs, dtype=np.float64)
+    kernels = np.broadcast_to(np.asarray(kernels, dtype=np.float64), (len(psfs),) + np.shape(kernels)[-2:])
+    shape = tuple(scipy.fft.next_fast_len(a + b - 1, real=True) for a, b in zip(psfs.shape[1:], kernels.shape[1:]))
+    conv = scipy.fft.irfft2(scipy.fft.rfft2(psfs, s=shape) * scipy.fft.rfft2(kernels, s=shape), s=shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(conv**2, axis=(1, 2)) / (np.sum(psfs**2, axis=(1, 2)) * np.sum(kernels**2, axis=(1, 2)))
+
+
 def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """image (x) kernel, same shape, zero padding; single-precision FFTs, float32 out."""
     return signal.fftconvolve(image.astype(np.float32, copy=False), kernel.astype(np.float32), mode="same")

@@ -11,7 +11,8 @@ Measurement: PSF-fit centroid (on the sign-flipped image for negative detections
 the two lobes for dipoles) with errors; psfFlux = signed PSF amplitude at the centroid (LSST
 base_PsfFlux); apFlux in a 12 px circle; adaptive moments of the (sign-flipped) detection and of
 the PSF in arcsec^2; scienceFlux and templateFlux = forced PSF fluxes on the visit image and on the
-matched template; pixel flags from the mask over the footprint and the 3 x 3 centre.
+matched template (templateFluxErr corrected for the template noise correlated by the matching kernel,
+``convolved_noise_factor``); pixel flags from the mask over the footprint and the 3 x 3 centre.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from scipy.spatial import cKDTree
 
 from skydp import ids, tables
 from skydp.diffim.config import DiffimConfig
+from skydp.diffim.decorrelation import convolved_noise_factor
 from skydp.diffim.dipole import fit_dipole
 from skydp.diffim.subtract import UNUSABLE_PLANES, Difference
 from skydp.exposure import Exposure
@@ -161,6 +163,11 @@ def detect_dia_sources(diff: Difference, science: Exposure, config: DiffimConfig
     ra, dec, ra_err, dec_err, ra_dec_cov = exp.pixel_to_sky_with_errors(px, py, x_err**2, y_err**2, xy_cov)
     sci = forced_photometry_xy(science, px, py, phases=FORCED_PHASES)
     tmpl = forced_photometry_xy(diff.matched_template, px, py, phases=FORCED_PHASES)
+    template_err = tmpl["psfFluxErr"].to_numpy(zero_copy_only=False)
+    if diff.convolved == "template" and diff.kernel is not None:
+        # the matched template's noise is correlated by the kernel: the forced fit's error assumes it is not
+        psfs = diff.matched_template.psf.images_at(px, py)
+        template_err = template_err * np.sqrt(convolved_noise_factor(psfs, diff.kernel.kernel_images(x, y)))
     info = exp.info
     counter = np.arange(1, n + 1)
     dia_id = ids.source_id(info.visit, info.detector, counter) if info.visit else counter
@@ -180,7 +187,7 @@ def detect_dia_sources(diff: Difference, science: Exposure, config: DiffimConfig
         "scienceFluxErr": sci["psfFluxErr"].to_numpy(zero_copy_only=False),
         "forced_PsfFlux_flag": sci["psfFlux_flag"].to_numpy(zero_copy_only=False),
         "templateFlux": tmpl["psfFlux"].to_numpy(zero_copy_only=False),
-        "templateFluxErr": tmpl["psfFluxErr"].to_numpy(zero_copy_only=False),
+        "templateFluxErr": template_err,
         "isNegative": is_negative,
         "ixx": mom.ixx * scale2, "iyy": mom.iyy * scale2, "ixy": mom.ixy * scale2,
         "ixxPSF": pmom.ixx * scale2, "iyyPSF": pmom.iyy * scale2, "ixyPSF": pmom.ixy * scale2,

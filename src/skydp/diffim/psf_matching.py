@@ -82,8 +82,13 @@ class KernelSolution:
 
     def kernel_image(self, x: float, y: float) -> np.ndarray:
         """Kernel image at array position (x, y), indexed [v + h, u + h], applied by convolution."""
-        p = poly_values(np.array(x), np.array(y), self.kernel_order, self.shape)
-        return np.einsum("m,mij->ij", p.ravel(), self.spatial_kernels)
+        return self.kernel_images(np.array([x]), np.array([y]))[0]
+
+    def kernel_images(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(N, size, size) kernel images at array positions (x, y), as ``kernel_image``."""
+        p = poly_values(np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel(),
+                        self.kernel_order, self.shape)
+        return np.einsum("mn,mij->nij", p, self.spatial_kernels)
 
     @property
     def kernel_sum(self) -> float:
