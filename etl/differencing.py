@@ -17,11 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from skydp import tables
+from skydp.checksums import sha256_of
 from skydp.diffim.recreate import DifferenceRecipe, RecipeFile, read_recipe, recipe_path, write_recipe
 from skydp.etl.coadds import TEMPLATE_TYPE
 from skydp.etl.image_metadata import footprint
 from skydp.etl.processed import ProcessedImage, processed_images
-from skydp.etl.repository import Repository, sha256_of
+from skydp.etl.repository import Repository
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.exposure import Exposure, write_exposure
 from skydp.ids import pack_visit_detector, split_visit_id

@@ -17,7 +17,8 @@ from typing import Any
 
 from astropy.io import fits
 
-from skydp.etl.repository import Repository, sha256_of
+from skydp.checksums import sha256_of
+from skydp.etl.repository import Repository
 from skydp.exposure import Exposure, ExposureFormatError, read_exposure
 
 INPUT_TYPE = "input_image"

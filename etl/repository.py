@@ -14,7 +14,6 @@ Layout (DESIGN.md)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,15 +24,6 @@ from skydp.etl.registry import Registry
 
 MARKER = "skydp-repo.json"
 LAYOUT_VERSION = 1
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (the registry's checksum)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RepositoryError(ValueError):

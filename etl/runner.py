@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skydp.checksums import sha256_of
 from skydp.etl.executors import execute
 from skydp.etl.faults import checkpoint
 from skydp.etl.lock import run_lock
-from skydp.etl.repository import Repository, sha256_of
+from skydp.etl.repository import Repository
 from skydp.etl.stage import Stage, TaskResult, Unit
 from skydp.progress import ProgressBar
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from table_compare import assert_tables_equal
 
+from skydp.checksums import sha256_of
 from skydp.cli import main
 from skydp.diffim.recreate import (
     DifferenceRecipe,
@@ -32,7 +33,6 @@ from skydp.diffim.recreate import (
     read_recipe,
     recipe_path,
     recreate_difference,
-    sha256_of,
 )
 from skydp.etl import forced
 from skydp.etl.pipeline import STAGES

@@ -14,7 +14,6 @@ through the FITS writer and reader, so the Exposure returned is what reading the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from skydp.checksums import sha256_of
 from skydp.diffim.config import DiffimConfig
 from skydp.diffim.dia_sources import detect_dia_sources
 from skydp.diffim.subtract import Difference, subtract_images
@@ -46,12 +46,6 @@ class RecreationError(ValueError):
 class RecreationMismatchWarning(UserWarning):
     """A recreated difference image is not bit-identical to the one the recipe recorded (e.g. after a
     numpy/scipy upgrade); it is still a valid difference image of the same inputs."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (the algorithm of the ETL registry's checksums, so they compare)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
