@@ -27,6 +27,7 @@ from skydp.exposure import Exposure
 from skydp.objects.band_measurement import BandMeasurer, Ellipse, RowGroups, apply_aperture_correction
 from skydp.objects.config import REF_BAND_PRIORITY, ObjectConfig
 from skydp.objects.detection import detect_objects, prepare_band
+from skydp.pipeline.classification import classify
 from skydp.pipeline.detection import Footprints
 from skydp.pipeline.stamps import round_half_up
 from skydp.skymap import PatchInfo, SkyMap
@@ -89,7 +90,7 @@ def measure_objects(coadds: Mapping[str, Exposure | Coadd], patch: PatchInfo, sk
         stars[:groups.n_children] &= m.aperture_loss(x, y) <= config.apcorr_max_loss
         apply_aperture_correction(band_cols, m.encircled_energy(x, y), stars, x, y, shape, config.apcorr_order,
                                   config.apcorr_systematic)
-        _classify(band_cols, config.extendedness_ratio)
+        classify(band_cols, config.extendedness_ratio)
         _magnitudes(band_cols)
         band_cols.pop("_centroid_xy_cov")
         ox, oy = coadds[b].xy0
@@ -173,20 +174,6 @@ def _apcorr_stars(c: dict[str, np.ndarray], min_snr: float) -> np.ndarray:
     flagged = (c["psfFlux_flag"] | c["gaussianFlux_flag"] | c["calibFlux_flag"] | c["centroid_flag"]
                | c["pixelFlags_saturated"] | c["pixelFlags_nodata"] | c["pixelFlags_interpolated"])
     return ~flagged & (snr > min_snr) & (np.abs(trace_ratio - 1) < 0.1)
-
-
-def _classify(c: dict[str, np.ndarray], ratio: float) -> None:
-    """extendedness (base_ClassificationExtendedness with GaussianFlux as model flux) and
-    sizeExtendedness (base_ClassificationSizeExtendedness), as for Sources."""
-    ok = np.isfinite(c["psfFlux"]) & np.isfinite(c["gaussianFlux"]) & ~c["psfFlux_flag"] & ~c["gaussianFlux_flag"]
-    c["extendedness"] = np.where(ok, (ratio * c["gaussianFlux"] >= c["psfFlux"]).astype(float), np.nan)
-    c["extendedness_flag"] = ~ok
-    t = c["ixx"] + c["iyy"]
-    tp = c["ixxPSF"] + c["iyyPSF"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        size = 1.0 - np.exp(-0.5 * (t - tp) ** 2 / tp)
-    c["sizeExtendedness"] = np.where(np.isfinite(size), size, np.nan)
-    c["sizeExtendedness_flag"] = ~np.isfinite(size)
 
 
 def _magnitudes(c: dict[str, np.ndarray]) -> None:

@@ -13,6 +13,7 @@ from skydp.exposure import Exposure, Mask
 from skydp.pipeline.aperture_correction import fit_aperture_correction
 from skydp.pipeline.apertures import ApertureSummer, local_background
 from skydp.pipeline.background import Background, estimate_background, masked_mesh_mean
+from skydp.pipeline.classification import classify
 from skydp.pipeline.config import APERTURE_RADII, CALIB_APERTURE_RADIUS, SingleVisitConfig
 from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_sharpness_ratios
 from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_kernel_1d, snr_image
@@ -265,7 +266,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     cols["deblend_nChild"][n_src:n_src + len(blend_parents)] = n_child[blend_parents - 1]
 
     _apply_aperture_correction(cols, kind, config, (ny, nx))
-    _classify(cols, config)
+    classify(cols, config.extendedness_ratio)
     # parent coordinates and sky positions
     cols["x"] = cols["x"] + exp.xy0[0]
     cols["y"] = cols["y"] + exp.xy0[1]
@@ -349,22 +350,6 @@ def _apply_aperture_correction(cols: dict, kind: np.ndarray, config: SingleVisit
             cols["psfFlux_apCorr"] = corr
             cols["psfFlux_apCorrErr"] = np.full(len(kind), field.error)
             cols["psfFlux_flag"] = cols["psfFlux_flag"] | (field.coeffs is None)
-
-
-def _classify(cols: dict, config: SingleVisitConfig) -> None:
-    """extendedness (flux ratio, base_ClassificationExtendedness) and sizeExtendedness."""
-    psf, gauss = cols["psfFlux"], cols["gaussianFlux"]
-    ok = np.isfinite(psf) & np.isfinite(gauss) & ~cols["psfFlux_flag"] & ~cols["gaussianFlux_flag"]
-    cols["extendedness"] = np.where(ok, (config.extendedness_ratio * gauss >= psf).astype(float), np.nan)
-    cols["extendedness_flag"] = ~ok
-    t = cols["ixx"] + cols["iyy"]
-    tp = cols["ixxPSF"] + cols["iyyPSF"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chi2 = (t - tp) ** 2 / tp
-        size_ext = 1.0 - np.exp(-0.5 * chi2)
-    size_ok = np.isfinite(size_ext)
-    cols["sizeExtendedness"] = np.where(size_ok, size_ext, np.nan)
-    cols["sizeExtendedness_flag"] = ~size_ok
 
 
 def _sky_coordinates(exp: Exposure, cols: dict) -> None:
