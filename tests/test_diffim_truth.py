@@ -143,18 +143,25 @@ def _matched_changes(results, min_snr: float = 10.0):
     return found, expected, np.array(pulls), signs_ok
 
 
+def _unmatched_dia_sources(dia, truth, template):
+    """(DiaSources as a DataFrame, no true change or mover within MATCH_PX in the visit or the
+    template, an edge/CR/SAT/NO_DATA flag) for one difference."""
+    table = dia.to_pandas()
+    real = truth[truth.type.isin(["variable", "transient", "mover"])]
+    moved = template[template.type.isin(["mover", "transient", "variable"])]
+    pts = np.vstack([real[["x", "y"]].to_numpy(), moved[["x", "y"]].to_numpy()])
+    dist, _ = cKDTree(pts).query(table[["x", "y"]].to_numpy())
+    flagged = table.pixelFlags_edge | table.pixelFlags_cr | table.pixelFlags_saturated | table.pixelFlags_nodata
+    return table, dist > MATCH_PX, flagged
+
+
 def _false_detections(results) -> tuple[int, int, int]:
     """DiaSources with no true change (or mover, in the visit or the template) within 2 px:
     (count, how many carry an edge/CR/SAT/NO_DATA flag, pixels searched)."""
     total, flagged, area = 0, 0, 0
     for visit, diff, dia, truth, template in results:
-        table = dia.to_pandas()
-        real = truth[truth.type.isin(["variable", "transient", "mover"])]
-        moved = template[template.type.isin(["mover", "transient", "variable"])]
-        pts = np.vstack([real[["x", "y"]].to_numpy(), moved[["x", "y"]].to_numpy()])
-        dist, _ = cKDTree(pts).query(table[["x", "y"]].to_numpy())
-        false = table[dist > MATCH_PX]
-        flags = false.pixelFlags_edge | false.pixelFlags_cr | false.pixelFlags_saturated | false.pixelFlags_nodata
+        table, unmatched, flags = _unmatched_dia_sources(dia, truth, template)
+        false, flags = table[unmatched], flags[unmatched]
         print(f"visit {visit}: {len(false)} false DiaSources, {int(flags.sum())} flagged edge/CR/SAT/NO_DATA")
         print(false[["x", "y", "psfFlux", "snr", "scienceFlux", "templateFlux", "isDipole"]].to_string())
         total += len(false)
@@ -196,15 +203,10 @@ def _on_blank_sky(results) -> int:
     PSF flux below 5 sigma on both): noise or artefacts, not residuals of real objects."""
     count = 0
     for visit, diff, dia, truth, template in results:
-        table = dia.to_pandas()
-        real = truth[truth.type.isin(["variable", "transient", "mover"])]
-        moved = template[template.type.isin(["mover", "transient", "variable"])]
-        pts = np.vstack([real[["x", "y"]].to_numpy(), moved[["x", "y"]].to_numpy()])
-        dist, _ = cKDTree(pts).query(table[["x", "y"]].to_numpy())
-        flagged = table.pixelFlags_edge | table.pixelFlags_cr | table.pixelFlags_saturated | table.pixelFlags_nodata
+        table, unmatched, flagged = _unmatched_dia_sources(dia, truth, template)
         blank = ((np.abs(table.scienceFlux) < 5 * table.scienceFluxErr)
                  & (np.abs(table.templateFlux) < 5 * table.templateFluxErr))
-        count += int(((dist > MATCH_PX) & ~flagged & blank).sum())
+        count += int((unmatched & ~flagged & blank).sum())
     return count
 
 
