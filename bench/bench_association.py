@@ -18,14 +18,13 @@ Usage: python bench/bench_association.py [--sources 1e6] [--visits 100] [--repea
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from skydp.association import assign_dia_object_ids, associate, dia_object_table
+from timing import median_time
 
 FIELD = (150.0, 2.0)  # centre (ra, dec), deg
 HALF_WIDTH = 1.5  # deg
@@ -69,16 +68,6 @@ def synthetic_dia_sources(n_sources: int, n_visits: int, seed: int = 0) -> pa.Ta
     return pa.table({k: np.concatenate(v) for k, v in cols.items()})
 
 
-def timed(fn, repeats: int):
-    walls, cpus, result = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=float, default=1e6)
@@ -93,13 +82,13 @@ def main() -> None:
     def report(name: str, wall: float, cpu: float, count: int) -> None:
         print(f"{name:58s} {wall:8.2f} {cpu:8.2f} {count / wall:11.3g} {count / cpu:10.3g}")
 
-    wall, cpu, _ = timed(lambda: assign_dia_object_ids(sources), args.repeats)
+    wall, cpu, _ = median_time(lambda: assign_dia_object_ids(sources), args.repeats)
     report("matching only (assign_dia_object_ids)", wall, cpu, n)
-    wall, cpu, res = timed(lambda: associate(sources), args.repeats)
+    wall, cpu, res = median_time(lambda: associate(sources), args.repeats)
     report("associate (matching + DiaObject statistics)", wall, cpu, n)
     n_obj = res.dia_objects.num_rows
     print(f"  -> {n_obj} DiaObjects ({res.new_ids.size} new)")
-    wall, cpu, _ = timed(lambda: dia_object_table(res.dia_sources), args.repeats)
+    wall, cpu, _ = median_time(lambda: dia_object_table(res.dia_sources), args.repeats)
     report(f"dia_object_table alone ({n_obj} objects)", wall, cpu, n)
 
     visits = res.dia_sources.column("visit")
@@ -107,7 +96,7 @@ def main() -> None:
     before = res.dia_sources.filter(pc.less(visits, last))
     tonight = sources.filter(pc.equal(sources.column("visit"), last))
     objects = dia_object_table(before)
-    wall, cpu, inc = timed(lambda: associate(tonight, objects, history=before), args.repeats)
+    wall, cpu, inc = median_time(lambda: associate(tonight, objects, history=before), args.repeats)
     report(f"nightly: last visit vs {objects.num_rows} objects + history", wall, cpu, tonight.num_rows)
     print(f"  -> {inc.dia_objects.num_rows} DiaObjects updated or created")
 

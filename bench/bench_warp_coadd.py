@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from astropy.wcs import WCS, Sip
 from skydp.coadd import make_coadd
 from skydp.exposure import Exposure, Mask, PixelPsf, VisitInfo
 from skydp.warp import warp_exposure
+from timing import median_time
 
 
 def _wcs(n: int, rot: float, sip: bool) -> WCS:
@@ -50,17 +50,6 @@ def _exposure(n: int, seed: int) -> Exposure:
                     info=VisitInfo(visit=2026111500010 + seed, band="r", mjd=61360.0 + seed, exptime=30.0))
 
 
-def _timed(fn, repeat: int) -> tuple[float, float, object]:
-    """(median wall s, median CPU s over all threads, last result) of ``repeat`` calls."""
-    walls, cpus, result = [], [], None
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus), result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -76,26 +65,26 @@ def main() -> None:
     warp_exposure(_exposure(64, 0), _wcs(64, 30.0, False), (64, 64))
     first_call = time.perf_counter() - t
 
-    wall, cpu, _ = _timed(lambda: warp_exposure(source, target, (n, n)), repeat)
+    wall, cpu, _ = median_time(lambda: warp_exposure(source, target, (n, n)), repeat)
     rows.append((f"warp_exposure {n}^2: image + variance + mask + PSF", wall, cpu, ""))
     source.variance = None
-    t_plane, cpu, _ = _timed(lambda: warp_exposure(source, target, (n, n)), repeat)
+    t_plane, cpu, _ = median_time(lambda: warp_exposure(source, target, (n, n)), repeat)
     rows.append((f"warp_exposure {n}^2: one plane (image + mask + PSF)", t_plane, cpu, "target <= 2 s"))
     try:
         from reproject import reproject_interp
     except ImportError:
         rows.append(("reproject_interp: not installed (pip install reproject)", math.nan, math.nan, ""))
     else:
-        t_rep, cpu, _ = _timed(lambda: reproject_interp((source.image, source.wcs), target, shape_out=(n, n),
+        t_rep, cpu, _ = median_time(lambda: reproject_interp((source.image, source.wcs), target, shape_out=(n, n),
                                                         order="bicubic"), repeat)
         rows.append((f"reproject_interp bicubic {n}^2 one plane", t_rep, cpu,
                      f"skydp / reproject = {t_plane / t_rep:.2f}"))
 
     warps = [warp_exposure(_exposure(n, seed), target, (n, n)) for seed in range(args.inputs)]
-    wall, cpu, _ = _timed(lambda: make_coadd(warps), repeat)
+    wall, cpu, _ = median_time(lambda: make_coadd(warps), repeat)
     rows.append((f"make_coadd {args.inputs} x {n}^2, rejection, per input", wall / args.inputs, cpu / args.inputs,
                  "target <= 0.25 s"))
-    wall, cpu, _ = _timed(lambda: make_coadd(warps, clip=None), repeat)
+    wall, cpu, _ = median_time(lambda: make_coadd(warps, clip=None), repeat)
     rows.append((f"make_coadd {args.inputs} x {n}^2, no rejection, per input", wall / args.inputs,
                  cpu / args.inputs, ""))
 
