@@ -82,13 +82,13 @@ def main() -> None:
     def report(name: str, wall: float, cpu: float, count: int) -> None:
         print(f"{name:58s} {wall:8.2f} {cpu:8.2f} {count / wall:11.3g} {count / cpu:10.3g}")
 
-    wall, cpu, _ = median_time(lambda: assign_dia_object_ids(sources), args.repeats)
+    wall, cpu, _ = median_time(lambda _: assign_dia_object_ids(sources), args.repeats)
     report("matching only (assign_dia_object_ids)", wall, cpu, n)
-    wall, cpu, res = median_time(lambda: associate(sources), args.repeats)
+    wall, cpu, (res, *_) = median_time(lambda _: associate(sources), args.repeats)
     report("associate (matching + DiaObject statistics)", wall, cpu, n)
     n_obj = res.dia_objects.num_rows
     print(f"  -> {n_obj} DiaObjects ({res.new_ids.size} new)")
-    wall, cpu, _ = median_time(lambda: dia_object_table(res.dia_sources), args.repeats)
+    wall, cpu, _ = median_time(lambda _: dia_object_table(res.dia_sources), args.repeats)
     report(f"dia_object_table alone ({n_obj} objects)", wall, cpu, n)
 
     visits = res.dia_sources.column("visit")
@@ -96,7 +96,7 @@ def main() -> None:
     before = res.dia_sources.filter(pc.less(visits, last))
     tonight = sources.filter(pc.equal(sources.column("visit"), last))
     objects = dia_object_table(before)
-    wall, cpu, inc = median_time(lambda: associate(tonight, objects, history=before), args.repeats)
+    wall, cpu, (inc, *_) = median_time(lambda _: associate(tonight, objects, history=before), args.repeats)
     report(f"nightly: last visit vs {objects.num_rows} objects + history", wall, cpu, tonight.num_rows)
     print(f"  -> {inc.dia_objects.num_rows} DiaObjects updated or created")
 

@@ -15,8 +15,6 @@ scaled linearly (its cost is per source). Reports medians of ``--repeat`` runs, 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import galsim
 import numpy as np
@@ -25,6 +23,7 @@ from astropy.wcs import WCS
 
 from skydp.exposure import Exposure, Mask, PixelPsf
 from skydp.forced import ForcedPhotometer, forced_photometry_xy
+from timing import median_time
 
 SIZE = 4096
 STAMP = 25
@@ -57,12 +56,6 @@ def make_image(n: int, seed: int = 1) -> tuple[Exposure, np.ndarray, np.ndarray,
     return exposure, x, y, flux
 
 
-def timed(fn) -> tuple[float, float, object]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
-
-
 def photutils_rate(exposure: Exposure, x: np.ndarray, y: np.ndarray, repeat: int) -> tuple[float, float]:
     from photutils.psf import ImagePSF, PSFPhotometry
 
@@ -74,8 +67,8 @@ def photutils_rate(exposure: Exposure, x: np.ndarray, y: np.ndarray, repeat: int
     init = QTable({"x": x, "y": y, "flux": np.full(x.size, 1000.0)})
     data = exposure.image.astype(np.float64)
     error = np.sqrt(exposure.variance.astype(np.float64))
-    runs = [timed(lambda: phot(data, error=error, init_params=init)) for _ in range(repeat)]
-    return x.size / statistics.median(r[0] for r in runs), x.size / statistics.median(r[1] for r in runs)
+    wall, cpu, _ = median_time(lambda _: phot(data, error=error, init_params=init), repeat)
+    return x.size / wall, x.size / cpu
 
 
 def main() -> None:
@@ -86,14 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     exposure, x, y, flux = make_image(args.positions)
 
-    total = [timed(lambda: forced_photometry_xy(exposure, x, y)) for _ in range(args.repeat)]
-    result = total[-1][2]
+    wall_total, cpu_total, (result, *_) = median_time(lambda _: forced_photometry_xy(exposure, x, y), args.repeat)
     ratio = np.median(result["psfFlux"].to_numpy() / flux)
     photometer = ForcedPhotometer(exposure)
-    measure = [timed(lambda: photometer.measure(x, y)) for _ in range(args.repeat)]
+    wall_meas, cpu_meas, _ = median_time(lambda _: photometer.measure(x, y), args.repeat)
     n = args.positions
-    wall_total, cpu_total = statistics.median(t[0] for t in total), statistics.median(t[1] for t in total)
-    wall_meas, cpu_meas = statistics.median(t[0] for t in measure), statistics.median(t[1] for t in measure)
     print(f"skydp forced_photometry_xy, {n} positions on {SIZE}^2, fit {photometer.table.size}^2 px:")
     print(f"  end to end   {wall_total:6.2f} s wall {n / wall_total:9.0f} pos/s   ({cpu_total:.2f} s CPU, "
           f"{n / cpu_total:.0f} pos/s)")

@@ -45,6 +45,7 @@ from skydp.store.hats import (
     healpix29,
 )
 from skydp.store.synthetic import synthetic_table
+from timing import median_time
 
 RA0, RA1, DEC0, DEC1 = 150.0, 170.0, -10.0, 10.0
 CONE_RADIUS = 1 / 60
@@ -78,17 +79,6 @@ def generate_object_catalog(hats_dir: Path, rows: int, max_rows: int, seed: int 
     _write_metadata(catalog, schema, _properties("Object", max_rows))
 
 
-def _median_time(fn, repeats: int) -> tuple[float, float, list]:
-    """Median wall and CPU (this process, all threads) seconds of ``fn(i)`` over ``repeats`` calls."""
-    walls, cpus, results = [], [], []
-    for i in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        results.append(fn(i))
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), results
-
-
 def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple]:
     import lsdb
     centres = list(zip(*_patch(rng, repeats)))
@@ -103,11 +93,11 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
     # cold: no Parquet metadata cache, every query parses the footer of the file it reads
     con.execute("SET parquet_metadata_cache = false")
     run(pruned)(0)  # page cache, macro
-    t_cold, c_cold, _ = _median_time(run(pruned), repeats)
+    t_cold, c_cold, _ = median_time(run(pruned), repeats)
     # warm: parsed footers kept, as in a long session (Catalog turns the cache on)
     con.execute("SET parquet_metadata_cache = true")
     con.execute(warm_footers).fetchall()
-    t_macro, c_macro, ours = _median_time(run(pruned), repeats)
+    t_macro, c_macro, ours = median_time(run(pruned), repeats)
     with Catalog(repo) as cat:
         cat.sql(warm_footers)
 
@@ -115,9 +105,9 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
             return sorted(cat.cone("Object", *centres[i], CONE_RADIUS, columns=["objectId"])["objectId"].to_list())
 
         run_catalog(0)
-        t_cone, c_cone, api = _median_time(run_catalog, repeats)
+        t_cone, c_cone, api = median_time(run_catalog, repeats)
     assert api == ours, "Catalog.cone and the cone() macro return different ids"
-    t_scan, c_scan, full = _median_time(run(scan), 3)
+    t_scan, c_scan, full = median_time(run(scan), 3)
     assert ours[:len(full)] == full, "pruned and full-scan cones differ"
     cat = lsdb.open_catalog(repo / "hats" / "Object", columns=["objectId", "coord_ra", "coord_dec"])
 
@@ -125,7 +115,7 @@ def bench_cone(repo: Path, repeats: int, rng: np.random.Generator) -> list[tuple
         return sorted(cat.cone_search(*centres[i], CONE_RADIUS * 3600).compute()["objectId"].tolist())
 
     run_lsdb(0)
-    t_lsdb, _, theirs = _median_time(run_lsdb, repeats)
+    t_lsdb, _, theirs = median_time(run_lsdb, repeats)
     assert theirs == ours, "LSDB and cone() return different ids"
     con.close()
     n = statistics.median(len(r) for r in ours)
@@ -152,7 +142,7 @@ def bench_healpix(n: int) -> list[tuple]:
     con.execute("CREATE TABLE p AS SELECT * FROM points")
     con.unregister("points")
     got = con.execute("SELECT healpix_nest(29, ra, dec) AS h FROM p").fetchnumpy()["h"]
-    t_hp, c_hp, (expected, *_) = _median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
+    t_hp, c_hp, (expected, *_) = median_time(lambda i: hp.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True), 3)
     assert np.array_equal(got, expected), "healpix_nest differs from healpy"
     default_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
     rows = []
@@ -161,11 +151,11 @@ def bench_healpix(n: int) -> list[tuple]:
         for order in (29, 10):
             sql = f"SELECT max(healpix_nest({order}, ra, dec)) FROM p"
             con.execute(sql).fetchall()
-            t, c, _ = _median_time(lambda i, sql=sql: con.execute(sql).fetchall(), 3)
+            t, c, _ = median_time(lambda i, sql=sql: con.execute(sql).fetchall(), 3)
             rows.append((f"healpix_nest order {order}, {threads} thread(s)", t, c,
                          f"{n / t / 1e6:.1f} Mrows/s, {c / n * 1e9:.0f} ns/row CPU ({n:.0e} rows)"))
     con.execute(f"SET threads = {default_threads}")
-    t_one, c_one, _ = _median_time(lambda i: con.execute("SELECT healpix_nest(29, 150.0, 1.0)").fetchall(), 3)
+    t_one, c_one, _ = median_time(lambda i: con.execute("SELECT healpix_nest(29, 150.0, 1.0)").fetchall(), 3)
     con.close()
     return rows + [("healpix_nest one row (planning)", t_one, c_one, ""),
                    ("healpy ang2pix order 29 (reference, 1 thread)", t_hp, c_hp,
@@ -191,14 +181,14 @@ def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
     radius = 1 / 3600
     columns = ["objectId", "coord_ra", "coord_dec"]  # what LSDB is opened with below
     with Catalog(repo) as cat:
-        t_ours, c_ours, runs = _median_time(lambda i: cat.crossmatch(left, radius, columns=columns), 3)
+        t_ours, c_ours, runs = median_time(lambda i: cat.crossmatch(left, radius, columns=columns), 3)
     ours = runs[0]
 
     def astropy_match(i):
         idx, sep, _ = SkyCoord(q_ra, q_dec, unit="deg").match_to_catalog_sky(SkyCoord(ra, dec, unit="deg"))
         return idx, sep < 1 * u.arcsec
 
-    t_astropy, c_astropy, ((idx, ok), *_) = _median_time(astropy_match, 3)
+    t_astropy, c_astropy, ((idx, ok), *_) = median_time(astropy_match, 3)
     assert ours["k"].to_list() == np.flatnonzero(ok).tolist(), "xmatch and astropy match different rows"
     assert (ours["match_objectId"].to_numpy() == idx[ok] + 1).all(), "xmatch and astropy pick different Objects"
     right = lsdb.open_catalog(repo / "hats" / "Object", columns=columns,
@@ -208,7 +198,7 @@ def bench_xmatch(workdir: Path, n: int) -> list[tuple]:
         lcat = lsdb.from_dataframe(left.to_pandas(), ra_column="ra", dec_column="dec")
         return lcat.crossmatch(right, radius_arcsec=1.0, n_neighbors=1).compute()
 
-    t_lsdb, _, (theirs, *_) = _median_time(lsdb_match, 3)
+    t_lsdb, _, (theirs, *_) = median_time(lsdb_match, 3)
     assert len(theirs) == ours.height, (len(theirs), ours.height)
     return [(f"crossmatch {n:.0e} x {n:.0e} within 1\" (xmatch_rows)", t_ours, c_ours,
              f"{ours.height} matches, columns {', '.join(columns)}"),

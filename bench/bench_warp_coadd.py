@@ -65,26 +65,26 @@ def main() -> None:
     warp_exposure(_exposure(64, 0), _wcs(64, 30.0, False), (64, 64))
     first_call = time.perf_counter() - t
 
-    wall, cpu, _ = median_time(lambda: warp_exposure(source, target, (n, n)), repeat)
+    wall, cpu, _ = median_time(lambda _: warp_exposure(source, target, (n, n)), repeat)
     rows.append((f"warp_exposure {n}^2: image + variance + mask + PSF", wall, cpu, ""))
     source.variance = None
-    t_plane, cpu, _ = median_time(lambda: warp_exposure(source, target, (n, n)), repeat)
+    t_plane, cpu, _ = median_time(lambda _: warp_exposure(source, target, (n, n)), repeat)
     rows.append((f"warp_exposure {n}^2: one plane (image + mask + PSF)", t_plane, cpu, "target <= 2 s"))
     try:
         from reproject import reproject_interp
     except ImportError:
         rows.append(("reproject_interp: not installed (pip install reproject)", math.nan, math.nan, ""))
     else:
-        t_rep, cpu, _ = median_time(lambda: reproject_interp((source.image, source.wcs), target, shape_out=(n, n),
+        t_rep, cpu, _ = median_time(lambda _: reproject_interp((source.image, source.wcs), target, shape_out=(n, n),
                                                         order="bicubic"), repeat)
         rows.append((f"reproject_interp bicubic {n}^2 one plane", t_rep, cpu,
                      f"skydp / reproject = {t_plane / t_rep:.2f}"))
 
     warps = [warp_exposure(_exposure(n, seed), target, (n, n)) for seed in range(args.inputs)]
-    wall, cpu, _ = median_time(lambda: make_coadd(warps), repeat)
+    wall, cpu, _ = median_time(lambda _: make_coadd(warps), repeat)
     rows.append((f"make_coadd {args.inputs} x {n}^2, rejection, per input", wall / args.inputs, cpu / args.inputs,
                  "target <= 0.25 s"))
-    wall, cpu, _ = median_time(lambda: make_coadd(warps, clip=None), repeat)
+    wall, cpu, _ = median_time(lambda _: make_coadd(warps, clip=None), repeat)
     rows.append((f"make_coadd {args.inputs} x {n}^2, no rejection, per input", wall / args.inputs,
                  cpu / args.inputs, ""))
 

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """(median wall s, median CPU s of this process over all threads, last result) of ``repeats`` calls."""
-    walls, cpus, result = [], [], None
-    for _ in range(repeats):
+def median_time(fn: Callable[[int], Any], repeats: int) -> tuple[float, float, list]:
+    """(median wall s, median CPU s of this process over all threads, the results) of ``fn(i)`` for
+    i in range(repeats); the run index lets a benchmark vary its input (e.g. cone centres) per run."""
+    walls, cpus, results = [], [], []
+    for i in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
+        results.append(fn(i))
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus), result
+    return statistics.median(walls), statistics.median(cpus), results
