@@ -114,7 +114,8 @@ def test_jwst_issue_bar_sfft_5sigma_peaks(jwst):
       (5-95 %; ours 1.025 and 0.97-1.07); its power spectrum is 1.38x ours from 0.05 to 0.5 cycles/px
       (and 0.3x ours beyond, where the cross-convolution leaves nothing). Its 5 is therefore 4.26 of its own sigma; rescaled to unit std, SFFT's own map keeps
       57 of the 231 above 5. A correctly normalised map cannot meet the bar even if it equals SFFT's.
-    - 26 lie within 3 px of the border (most at x = 11, SFFT's first unmasked column): 1 recovered.
+    - 26 lie within 3 px of SFFT's zeroed 11 px frame (11 in its first column, x = 11; our map is
+      defined there and reads 1-2): 1 recovered.
     - 51 lie on sources (either epoch's pixel S/N > 10: galaxy cores, stars, the bright variable at
       x~280, y~640): 31 recovered. There our sigma holds the source Poisson noise of the ERR maps
       (1.66x the background sigma, median); a background-only sigma would recover 38 (hypothesis a: small).
