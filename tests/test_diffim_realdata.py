@@ -112,10 +112,11 @@ def test_jwst_issue_bar_sfft_5sigma_peaks(jwst):
     What SFFT's 231 |S/N| > 5 regions are (202 single pixels), measured and printed here:
     - SFFT's map is ~17 % "hot": clipped std 1.174 over the image, 1.13-1.21 off sources in 100 px blocks
       (5-95 %; ours 1.025 and 0.97-1.07); its power spectrum is 1.38x ours from 0.05 to 0.5 cycles/px
-      (and 0.3x ours beyond, where the cross-convolution leaves nothing). Its 5 is therefore 4.26 of its own sigma; rescaled to unit std, SFFT's own map keeps
-      57 of the 231 above 5. A correctly normalised map cannot meet the bar even if it equals SFFT's.
-    - 26 lie within 3 px of SFFT's zeroed 11 px frame (11 in its first column, x = 11; our map is
-      defined there and reads 1-2): 1 recovered.
+      (0.3x ours beyond the F200W diffraction cutoff, 0.49 cycles/px, where the PSF cross-convolution
+      removes the noise). Its 5 is therefore 4.26 of its own sigma; rescaled to unit std, SFFT's own map
+      keeps 57 of the 231 above 5. A correctly normalised map cannot meet the bar even if it equals SFFT's.
+    - 26 lie within 3 px of SFFT's zeroed 11 px frame (11 in its first column, x = 11, where our map is
+      defined and reads 0.2-3.2): 1 recovered.
     - 51 lie on sources (either epoch's pixel S/N > 10: galaxy cores, stars, the bright variable at
       x~280, y~640): 31 recovered. There our sigma holds the source Poisson noise of the ERR maps
       (1.66x the background sigma, median); a background-only sigma would recover 38 (hypothesis a: small).
