@@ -140,7 +140,8 @@ def test_jwst_issue_bar_sfft_5sigma_peaks(jwst):
     y, x = peaks.T
     edge = ndimage.distance_transform_edt(valid)[y, x] <= 3
     with np.errstate(invalid="ignore", divide="ignore"):
-        pixel_snr_inputs = np.fmax(science.image / np.sqrt(science.variance), reference.image / np.sqrt(reference.variance))
+        pixel_snr_inputs = np.fmax(science.image / np.sqrt(science.variance),
+                                   reference.image / np.sqrt(reference.variance))
         raw = np.where(valid, (science.image - reference.image) / np.sqrt(science.variance + reference.variance), 0)
     on_source = ~edge & (pixel_snr_inputs[y, x] > 10)
     off_source = ~edge & ~on_source
@@ -151,7 +152,8 @@ def test_jwst_issue_bar_sfft_5sigma_peaks(jwst):
           f"the raw per-pixel difference recovers {_peak_recovery(sfft, raw, 5)[1].sum()}")
     print(f"border {edge.sum()} (recovered {hit[edge].sum()}), on sources {on_source.sum()} ({hit[on_source].sum()}), "
           f"off sources {off_source.sum()} ({hit[off_source].sum()}): median same-sign S/N there SFFT "
-          f"{np.median(np.abs(sfft[y, x][off_source])):.2f}, ours {np.median((sign * pixel_snr[y, x])[off_source]):.2f}, "
+          f"{np.median(np.abs(sfft[y, x][off_source])):.2f}, "
+          f"ours {np.median((sign * pixel_snr[y, x])[off_source]):.2f}, "
           f"raw input difference {np.median((sign * raw[y, x])[off_source]):.2f}")
     assert hit.sum() >= 0.8 * hit.size
 
