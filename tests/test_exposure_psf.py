@@ -136,3 +136,35 @@ def test_moffat_adaptive_sigma_solves_the_fixed_point_equation():
     shape = PixelPsf(img[None], [0.0], [0.0]).shape(0.0, 0.0)
     assert shape.sigma == pytest.approx(sigma_true, rel=0.005)
     assert shape.ixx == pytest.approx(sigma_true**2, rel=0.01) and shape.iyy == pytest.approx(sigma_true**2, rel=0.01)
+
+
+@pytest.mark.parametrize("sigma", [1.2, 2.0])
+def test_cores_at_matches_the_exact_shift_within_the_phase_blend_bound(sigma):
+    """cores_at against images_at cut to the box and differentiated analytically (the derivative of
+    a band-limited stamp is exact in Fourier space). The bilinear phase blend errs by at most
+    h^2/8 (|Pxx| + |Pyy|) with h = 1/16 px, i.e. h^2 / (4 sigma^2) of the peak for a Gaussian."""
+    bound = (1 / 16) ** 2 / (4 * sigma**2)
+    xs, ys = np.meshgrid([0.0, 1000.0], [0.0, 2000.0])
+    psf = PixelPsf(np.array([_gauss(sigma * f) for f in (1.0, 1.1, 1.2, 1.3)]), xs.ravel(), ys.ravel())
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(-50, 1050, 300), rng.uniform(-50, 2050, 300)
+    core = 11
+    p, dpx, dpy = psf.cores_at(x, y, core)
+    full = psf.images_at(x, y)
+    k = 2j * np.pi * np.fft.fftfreq(S)
+    exact_dx = np.fft.ifft(np.fft.fft(full, axis=2) * k, axis=2).real
+    exact_dy = np.fft.ifft(np.fft.fft(full, axis=1) * k[:, None], axis=1).real
+    box = slice(S // 2 - core // 2, S // 2 + core // 2 + 1)
+    peak = full.max(axis=(1, 2))[:, None, None]
+    for got, want in ((p, full), (dpx, exact_dx), (dpy, exact_dy)):
+        assert (np.abs(got - want[:, box, box]) / peak).max() < bound
+    # at the phase nodes the blend is exact
+    on_node = psf.cores_at(x.round() + 0.25, y.round() - 0.375, core)[0]
+    np.testing.assert_allclose(on_node, psf.images_at(x.round() + 0.25, y.round() - 0.375)[:, box, box], atol=1e-7)
+
+
+def test_cores_at_rejects_bad_size():
+    with pytest.raises(ValueError, match="odd"):
+        _grid_psf().cores_at([1.0], [1.0], 4)
+    with pytest.raises(ValueError, match="odd"):
+        _grid_psf().cores_at([1.0], [1.0], S + 2)

@@ -8,6 +8,10 @@ stamps must have negligible flux at their edges. Everything is vectorised over p
 photometry evaluates the PSF at tens of thousands of positions per image); since interpolation and
 shift are both linear, stamps are interpolated directly in Fourier space and each position costs
 one inverse FFT.
+
+``cores_at`` serves iterative centroid fits, which need only the central box of the PSF and its
+derivatives, many times: the band-limited shift is exact per sub-pixel phase, so it is realised
+once per stamp on a grid of 1/16 px phases and blended bilinearly between them (see ``cores_at``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import galsim
+import numba
 import numpy as np
 import scipy.fft
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
 _CHUNK = 4096  # positions per vectorised block: bounds temporaries to ~chunk*K + chunk*S*S floats
+CORE_PHASES = 16  # sub-pixel phase intervals per pixel of the ``cores_at`` tables
 
 
 class PsfShape(NamedTuple):
@@ -113,6 +119,7 @@ class PixelPsf:
         self._kx = np.fft.rfftfreq(self.stamp_size)
         self._ky = np.fft.fftfreq(self.stamp_size)
         self._weights = self._interpolator(x, y)
+        self._core_tables: dict[int, np.ndarray] = {}
 
     @staticmethod
     def _interpolator(x: np.ndarray, y: np.ndarray) -> _GridWeights | _ScatteredWeights:
@@ -169,6 +176,53 @@ class PixelPsf:
             out[start:start + _CHUNK] = scipy.fft.irfft2(spectra, s=(size, size), overwrite_x=True)
         return out
 
+    def cores_at(self, xs: np.ndarray, ys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Central ``size`` x ``size`` box of ``images_at(xs, ys)`` and its derivatives along x and y.
+
+        Returns (P, dP/dx, dP/dy), each (N, size, size) float64; the derivatives are those of the
+        band-limited PSF with respect to the stamp's pixel coordinates (column x, row y). Each stamp
+        is realised exactly at the sub-pixel phases k/16 - 1/2 (k = 0..16, table built on first use
+        per size) and blended bilinearly between the two phases bracketing each offset. The blend
+        error is at most (1/16)^2/8 |d2P/dx2| + the same in y, i.e. below 4e-4 of the peak for a
+        Gaussian of sigma >= 1.2 px; it is even in the offset, so a centroid fit built on it is
+        unbiased to first order (tests measure both). Cost: no FFT per position.
+        """
+        size = int(size)
+        if size % 2 == 0 or not 1 <= size <= self.stamp_size:
+            raise ValueError(f"PixelPsf.cores_at: size must be odd and in [1, {self.stamp_size}], got {size}")
+        qx, qy = self._positions(xs, ys)
+        if size not in self._core_tables:
+            self._core_tables[size] = self._core_table(size)
+        fx = (qx - np.floor(qx + 0.5) + 0.5) * CORE_PHASES  # phase coordinate in [0, CORE_PHASES)
+        fy = (qy - np.floor(qy + 0.5) + 0.5) * CORE_PHASES
+        out = np.empty((3, qx.size, size, size))
+        for start in range(0, qx.size, _CHUNK):
+            part = slice(start, start + _CHUNK)
+            _blend_phases(self._core_tables[size], self._weights(qx[part], qy[part]), fx[part], fy[part],
+                          out[:, part])
+        return out[0], out[1], out[2]
+
+    def _core_table(self, size: int) -> np.ndarray:
+        """(K, Q+1, Q+1, 3, size, size) float32: P, dP/dx, dP/dy of each stamp's central box at
+        the phases (dy, dx) = (b, a)/Q - 1/2, by the separable Dirichlet (periodic sinc) shift:
+        P = A(dy) S A(dx)^T with A(d)[i, j] = D(i - j - d), the same operator as the Fourier shift."""
+        s = self.stamp_size
+        d = np.arange(CORE_PHASES + 1) / CORE_PHASES - 0.5
+        rows = np.arange(s // 2 - size // 2, s // 2 - size // 2 + size)
+        t = rows[None, :, None] - np.arange(s)[None, None, :] - d[:, None, None]  # (Q+1, size, S)
+        freq = 2.0 * np.pi * np.arange(1, s // 2 + 1) / s
+        phase = freq * t[..., None]
+        shift = (1.0 + 2.0 * np.cos(phase).sum(axis=-1)) / s  # D(t) for odd S
+        dshift = -2.0 * (freq * np.sin(phase)).sum(axis=-1) / s  # D'(t)
+        table = np.empty((len(self.x), CORE_PHASES + 1, CORE_PHASES + 1, 3, size, size), dtype=np.float32)
+        for k, stamp in enumerate(self.stamps):
+            right = stamp @ shift.transpose(0, 2, 1)  # (Q+1 x-phases, S, size)
+            dright = stamp @ dshift.transpose(0, 2, 1)
+            table[k, :, :, 0] = shift[:, None] @ right[None]
+            table[k, :, :, 1] = shift[:, None] @ dright[None]
+            table[k, :, :, 2] = dshift[:, None] @ right[None]
+        return table
+
     def shape(self, x: float, y: float) -> PsfShape:
         """Adaptive (elliptical-Gaussian-weighted, SdssShape-like) second moments of the kernel image.
 
@@ -188,3 +242,29 @@ class PixelPsf:
         trace = 2.0 * sigma**2 / np.sqrt(1.0 - e.e**2)
         return PsfShape(ixx=float(trace / 2 * (1 + e.e1)), iyy=float(trace / 2 * (1 - e.e1)),
                         ixy=float(trace / 2 * e.e2), sigma=sigma, fwhm=float(2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma))
+
+
+@numba.njit(cache=True, nogil=True)
+def _blend_phases(table: np.ndarray, weights: np.ndarray, fx: np.ndarray, fy: np.ndarray, out: np.ndarray) -> None:
+    """out[:, n] = sum over stamps k with weights[n, k] != 0 of the bilinear phase blend of
+    table[k] at (fy[n], fx[n]). Compiled: each position mixes only the few stamps its spatial
+    weights select (<= 4 of K) at four phases; numpy would gather all K."""
+    n_src, n_stamps = weights.shape
+    last = table.shape[1] - 2
+    n_planes, size = table.shape[3], table.shape[4]
+    for n in range(n_src):
+        a = min(int(fx[n]), last)
+        b = min(int(fy[n]), last)
+        tx, ty = fx[n] - a, fy[n] - b
+        out[:, n] = 0.0
+        for k in range(n_stamps):
+            w = weights[n, k]
+            if w == 0.0:
+                continue
+            for bb, aa, c in ((b, a, (1 - tx) * (1 - ty)), (b, a + 1, tx * (1 - ty)),
+                              (b + 1, a, (1 - tx) * ty), (b + 1, a + 1, tx * ty)):
+                wc = w * c
+                for p in range(n_planes):
+                    for j in range(size):
+                        for i in range(size):
+                            out[p, n, j, i] += wc * table[k, bb, aa, p, j, i]

@@ -285,8 +285,12 @@ def _measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, si
     def psf_at(xa, ya):  # PSF in array coordinates
         return psf.images_at(xa + ox, ya + oy)
 
+    def psf_cores_at(xa, ya, core):
+        return psf.cores_at(xa + ox, ya + oy, core)
+
     core = min(size, 2 * int(np.ceil(config.centroid_core_sigma * sigma)) + 1)
-    fit = fit_psf(cutter, psf_at, x0, y0, plane, labels, size, np.full(n, fit_centroid), core_size=max(core, 3))
+    fit = fit_psf(cutter, psf_at, x0, y0, plane, labels, size, np.full(n, fit_centroid), core_size=max(core, 3),
+                  psf_cores_at=psf_cores_at)
     out: dict[str, np.ndarray] = {"_kind": np.full(n, kind, dtype=np.int8), "x": fit.x, "y": fit.y,
                                   "xErr": fit.x_err, "yErr": fit.y_err, "_xy_cov": fit.xy_cov,
                                   "centroid_flag": fit.centroid_flag, "psfFlux": fit.flux,

@@ -47,7 +47,7 @@ class PsfFit:
 
 def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, label_plane: str,
             labels: np.ndarray, size: int, fit_centroid: np.ndarray, n_iter: int = 2,
-            core_size: int | None = None) -> PsfFit:
+            core_size: int | None = None, psf_cores_at=None) -> PsfFit:
     """Fit centroid (where ``fit_centroid``) and PSF flux for sources starting at (x0, y0).
 
     ``cutter`` holds planes 'image', 'variance' (0 at unusable pixels), 'bad' (bool) and the
@@ -57,26 +57,27 @@ def fit_psf(cutter: StampCutter, psf_images_at, x0: np.ndarray, y0: np.ndarray, 
     The centroid is fitted on the central ``core_size`` x ``core_size`` box (odd; default the whole
     stamp): with an unweighted fit, pixels far outside the PSF core add noise but no position
     information, and they dominate the cost. The flux always uses the whole stamp.
+    ``psf_cores_at(x, y, core)``, when given, returns that box of the PSF and its x and y
+    derivatives ((N, core, core) each, e.g. ``PixelPsf.cores_at``) for the centroid iterations;
+    by default they are cut from ``psf_images_at`` and differentiated spectrally.
     """
     core = size if core_size is None else min(int(core_size), size)
     if core % 2 == 0 or core < 3:
         raise ValueError(f"fit_psf: core_size must be odd and >= 3, got {core_size}")
-    inner = slice((size - core) // 2, (size - core) // 2 + core)
+    if psf_cores_at is None:
+        psf_cores_at = _cores_from_images(psf_images_at, size)
     x = np.asarray(x0, dtype=np.float64).copy()
     y = np.asarray(y0, dtype=np.float64).copy()
     n = len(x)
     cov = np.full((n, 3), np.nan)
     flag = np.zeros(n, dtype=bool)
-    deriv = _derivative_matrix(size)[inner]  # (core, size): spectral d/dx of a row, core outputs only
     for _ in range(n_iter if np.any(fit_centroid) else 0):
         sel = np.flatnonzero(fit_centroid & ~flag)
         if sel.size == 0:
             break
-        psf = psf_images_at(x[sel], y[sel])
-        dpx = psf[:, inner, :] @ deriv.T  # (N, core, core)
-        dpy = deriv @ psf[:, :, inner]
+        psf_core, dpx, dpy = psf_cores_at(x[sel], y[sel], core)
         data, var, good = measurement_stamps(cutter, x[sel], y[sel], label_plane, labels[sel], core)
-        shift, shift_cov, ok = _solve_shift(psf[:, inner, inner], dpx, dpy, data, var, good)
+        shift, shift_cov, ok = _solve_shift(psf_core, dpx, dpy, data, var, good)
         new_x = x[sel] + shift[:, 0]
         new_y = y[sel] + shift[:, 1]
         far = np.hypot(new_x - x0[sel], new_y - y0[sel]) > MAX_CENTROID_SHIFT
@@ -165,6 +166,19 @@ def _usable_stamps(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, lab
                 good[n, j, i] = ok
                 data[n, j, i] = float(image[yy, xx]) if ok else 0.0
                 var[n, j, i] = v if ok else 0.0
+
+
+def _cores_from_images(psf_images_at, size: int):
+    """``psf_cores_at`` from a full-stamp ``psf_images_at``: the central box and its spectral
+    derivatives (the derivative matrix restricted to the box's rows, so two small products)."""
+
+    def cores_at(x: np.ndarray, y: np.ndarray, core: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        inner = slice((size - core) // 2, (size - core) // 2 + core)
+        deriv = _derivative_matrix(size)[inner]  # (core, size): spectral d/dx of a row, core outputs only
+        psf = psf_images_at(x, y)
+        return psf[:, inner, inner], psf[:, inner, :] @ deriv.T, deriv @ psf[:, :, inner]
+
+    return cores_at
 
 
 def _derivative_matrix(s: int) -> np.ndarray:
