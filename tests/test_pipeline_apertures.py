@@ -104,3 +104,40 @@ def test_matches_sep_with_footprints_everywhere():
     np.testing.assert_allclose(err, e, rtol=1e-6)
     off = (x[:, None] < np.array(RADII) - 0.5) | (x[:, None] > nx - 0.5 - np.array(RADII))
     assert np.all(flag[off])
+
+
+def test_blend_parents_own_all_their_childrens_pixels():
+    """A source with owns_parent sums the pixels of every label of its parent footprint, in the same
+    pass as children and sky positions: against sep.sum_circle on the parent label map."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(12)
+    ny, nx = 300, 320
+    image = (rng.normal(size=(ny, nx)) * 30 + 5).astype(np.float32)
+    var = (900 + 100 * rng.random((ny, nx))).astype(np.float32)
+    yy, xx = np.mgrid[:ny, :nx]
+    labels = np.zeros((ny, nx), np.int32)
+    centres = rng.uniform(20, [nx - 20, ny - 20], size=(60, 2))
+    for lab, (cx, cy) in enumerate(centres, start=1):  # overlapping discs: children of shared parents
+        labels[(np.hypot(xx - cx, yy - cy) < rng.uniform(4, 14)) & (labels == 0)] = lab
+    parent_map, n_parents = ndimage.label(labels > 0, structure=np.ones((3, 3), bool))
+    present = np.unique(labels[labels > 0])
+    parent = np.zeros(60, np.int64)
+    parent[present - 1] = ndimage.maximum(parent_map, labels, present)
+    assert np.bincount(parent[present - 1]).max() > 2  # real blends
+    kids = np.flatnonzero(parent) + 1
+    parents = np.unique(parent[kids - 1])
+    x = np.concatenate([centres[kids - 1, 0], rng.uniform(30, nx - 30, parents.size), [15.0]])
+    y = np.concatenate([centres[kids - 1, 1], rng.uniform(30, ny - 30, parents.size), [280.0]])
+    own = np.concatenate([kids, parents, [0]])
+    owns_parent = np.r_[np.zeros(kids.size, bool), np.ones(parents.size, bool), False]
+    flux, err, _ = ApertureSummer(image, var, labels > 0).fluxes(x, y, RADII[:6], labels, own, parent, owns_parent)
+    maps = np.where(owns_parent, 1, 0)
+    for m, seg in enumerate((labels, parent_map.astype(np.int32))):
+        rows = np.flatnonzero(maps == m)
+        f, e, _ = sep.sum_circle(image, x[rows, None], y[rows, None], np.array(RADII[:6], float)[None, :],
+                                 var=var, segmap=seg, seg_id=own[rows, None].astype(np.int32), subpix=0)
+        np.testing.assert_allclose(flux[rows], f, rtol=1e-6, atol=1e-9 * np.abs(f).max())
+        np.testing.assert_allclose(err[rows], e, rtol=1e-6)
+    with pytest.raises(ValueError, match="parent"):
+        ApertureSummer(image, var, labels > 0).fluxes(x, y, RADII[:1], labels, own, None, owns_parent)

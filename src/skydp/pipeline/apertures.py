@@ -43,10 +43,14 @@ class ApertureSummer:
         self._segmaps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     def fluxes(self, x: np.ndarray, y: np.ndarray, radii: tuple[float, ...], label_map: np.ndarray | None = None,
-               own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               own: np.ndarray | None = None, parent: np.ndarray | None = None,
+               owns_parent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fluxes, errors and flags (N, len(radii)) in apertures at array-frame (x, y).
 
-        Source i also sums the pixels of ``label_map`` equal to ``own[i]`` (> 0; 0 = none).
+        Source i also sums the pixels of ``label_map`` equal to ``own[i]`` (> 0; 0 = none). With
+        ``parent`` ((n_labels,), the 1-based parent footprint of each label, as Footprints.parent),
+        a source with ``owns_parent[i]`` true instead owns every label whose parent is ``own[i]``:
+        a blend parent is measured on its whole footprint in the same pass as its children.
         A flag is set when the aperture extends off the image or holds no usable pixel;
         non-finite positions give NaN and a flag.
         """
@@ -61,12 +65,17 @@ class ApertureSummer:
         use_own = label_map is not None and own is not None
         seg_id = np.asarray(own, dtype=np.int64) if use_own else np.zeros(n, dtype=np.int64)
         seg, start, pixels, _ = self._segmap(label_map if use_own else None)
+        by_group = np.zeros(n, dtype=bool) if owns_parent is None or not use_own else np.asarray(owns_parent, bool)
+        if by_group.any() and parent is None:
+            raise ValueError("owns_parent needs parent, the parent footprint of each label")
+        group, members_start, members = _label_groups(parent if by_group.any() else None, start.size - 2)
         finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         order = finite[np.argsort(y[finite], kind="stable")]
         by_radius = np.argsort(r)
         flux_sorted, var_sorted = np.zeros((order.size, k)), np.zeros((order.size, k))
         aperture_sums(self.image, self.variance, seg, self._any_labelled, x[order], y[order], seg_id[order],
-                      start, pixels, r[by_radius], flux_sorted, var_sorted)
+                      by_group[order], group, members_start, members, start, pixels, r[by_radius],
+                      flux_sorted, var_sorted)
         flux, var = np.full((n, k), np.nan), np.full((n, k), np.nan)
         flux[np.ix_(order, by_radius)] = flux_sorted
         var[np.ix_(order, by_radius)] = var_sorted
@@ -99,6 +108,22 @@ class ApertureSummer:
             start, pixels = label_index(seg, n_labels) if n_labels else (np.zeros(2, np.int64), np.zeros(0, np.int64))
             self._segmaps[key] = (seg, start, pixels, label_map)  # the label map is kept alive: its id stays unique
         return self._segmaps[key]
+
+
+def _label_groups(parent: np.ndarray | None, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group (parent) of each label 0..n_labels (0 for label 0 and labels beyond ``parent``, e.g.
+    the unowned label of orphan footprint pixels) and the labels of each group as CSR
+    (members[members_start[g]:members_start[g + 1]]); without ``parent`` every group is empty."""
+    if parent is None:
+        return np.zeros(max(n_labels, 0) + 1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    parent = np.asarray(parent, dtype=np.int64)
+    if parent.size and parent.min() < 1:
+        raise ValueError("parent: every label's parent footprint must be >= 1")
+    group = np.zeros(max(n_labels, parent.size) + 1, dtype=np.int64)
+    group[1:parent.size + 1] = parent
+    members = np.argsort(parent, kind="stable") + 1
+    members_start = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=parent.max(initial=0) + 1))])
+    return group, members_start, members
 
 
 def _native_float(plane: np.ndarray) -> np.ndarray:

@@ -111,14 +111,17 @@ def label_index(segmap: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarr
 
 @numba.njit(cache=True, nogil=True)
 def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, use_segmap: bool,
-                  xs: np.ndarray, ys: np.ndarray, own: np.ndarray, start: np.ndarray, pixels: np.ndarray,
+                  xs: np.ndarray, ys: np.ndarray, own: np.ndarray, owns_group: np.ndarray, group: np.ndarray,
+                  members_start: np.ndarray, members: np.ndarray, start: np.ndarray, pixels: np.ndarray,
                   radii: np.ndarray, flux: np.ndarray, var_sum: np.ndarray) -> None:
     """flux[n, k] = sum of overlap * image and var_sum[n, k] = sum of overlap * variance over the
     disc of radius radii[k] about array position (xs[n], ys[n]) (pixel (i, j) covers
     [i - 1/2, i + 1/2] x [j - 1/2, j + 1/2]); flux and var_sum must start at zero.
 
     Pixels off the image count as zero, as do (when ``use_segmap``) pixels whose segmap label is
-    neither 0 nor own[n]; own[n]'s pixels are pixels[start[own[n]]:start[own[n] + 1]] (see
+    neither 0 nor owned by source n: label own[n], or where ``owns_group[n]`` every label l with
+    group[l] == own[n] (the labels members[members_start[g]:members_start[g + 1]] of group g; a
+    blend parent owns its children). Label l's pixels are pixels[start[l]:start[l + 1]] (see
     ``label_index``). Radii must be positive and ascending, positions finite and sorted by y.
     """
     ny, nx = image.shape
@@ -176,7 +179,7 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
             far = max(abs(y0), abs(y1))
             s1 = 1.0 if y1 > 0.0 else (-1.0 if y1 < 0.0 else 0.0)
             s0 = 1.0 if y0 > 0.0 else (-1.0 if y0 < 0.0 else 0.0)
-            own_label = own[n]
+            own_label, by_group = own[n], owns_group[n]
             for k in range(nk):
                 ic, idd, ia, ib = _columns(cx, near, far, radii[k], nx)
                 if ic > idd:
@@ -198,7 +201,8 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                                           w_hi[k], hw_hi[k], s0, abs(y0), w_lo[slot, k], hw_lo[slot, k])
                         frac = right - nxt
                         right = nxt
-                        if not use_segmap or segmap[j, i] == 0 or segmap[j, i] == own_label:
+                        lab = segmap[j, i] if use_segmap else 0
+                        if lab == 0 or (group[lab] if by_group else lab) == own_label:
                             f_row += frac * image[j, i]
                             v_row += frac * variance[j, i]
                 flux[n, k] += f_row
@@ -212,22 +216,38 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
     ia = np.zeros(nk, dtype=np.int64)
     ib = np.zeros(nk, dtype=np.int64)
     for n in range(n_src):
-        label = own[n]
-        if label <= 0 or label >= start.size - 1:
-            continue
-        cx, cy = xs[n], ys[n]
-        row = -1
-        for q in range(start[label], start[label + 1]):
-            j, i = divmod(pixels[q], nx)
-            if j != row:
-                row = j
-                y0 = j - 0.5 - cy
-                y1 = y0 + 1.0
-                near = 0.0 if y0 < 0.0 < y1 else min(abs(y0), abs(y1))
-                far = max(abs(y0), abs(y1))
-                for k in range(nk):
-                    _, _, ia[k], ib[k] = _columns(cx, near, far, radii[k], nx)
-            for k in range(nk):
-                if ia[k] <= i <= ib[k]:
-                    flux[n, k] += image[j, i]
-                    var_sum[n, k] += variance[j, i]
+        if owns_group[n]:
+            g = own[n]
+            if g <= 0 or g >= members_start.size - 1:
+                continue
+            labels = members[members_start[g]:members_start[g + 1]]
+        else:
+            labels = own[n:n + 1]
+        for label in labels:
+            if label <= 0 or label >= start.size - 1:
+                continue
+            _add_inside_pixels(image, variance, xs[n], ys[n], radii, pixels[start[label]:start[label + 1]],
+                               ia, ib, flux[n], var_sum[n])
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_inside_pixels(image: np.ndarray, variance: np.ndarray, cx: float, cy: float, radii: np.ndarray,
+                       pixels: np.ndarray, ia: np.ndarray, ib: np.ndarray, flux: np.ndarray,
+                       var_sum: np.ndarray) -> None:
+    """Add the ``pixels`` (flat indices, raster order) wholly inside each circle about (cx, cy)."""
+    nx = image.shape[1]
+    row = -1
+    for q in range(pixels.size):
+        j, i = divmod(pixels[q], nx)
+        if j != row:
+            row = j
+            y0 = j - 0.5 - cy
+            y1 = y0 + 1.0
+            near = 0.0 if y0 < 0.0 < y1 else min(abs(y0), abs(y1))
+            far = max(abs(y0), abs(y1))
+            for k in range(radii.size):
+                _, _, ia[k], ib[k] = _columns(cx, near, far, radii[k], nx)
+        for k in range(radii.size):
+            if ia[k] <= i <= ib[k]:
+                flux[k] += image[j, i]
+                var_sum[k] += variance[j, i]

@@ -23,7 +23,7 @@ from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaus
 from skydp.pipeline.psf_photometry import fit_psf
 from skydp.pipeline.sky_sources import place_sky_sources
 from skydp.pipeline.stamps import StampCutter
-from skydp.pipeline.summary import ccd_visit_row
+from skydp.pipeline.summary import ccd_visit_row, sky_noise
 
 UNUSABLE_PLANES = ("BAD", "SAT", "NO_DATA")  # removed from every fit and sum (LSST badMaskPlanes)
 KIND_SOURCE, KIND_PARENT, KIND_SKY = 0, 1, 2
@@ -158,10 +158,10 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     sources = tables.to_arrow("Source", {k: v for k, v in columns.items() if k in known})
 
     footprints = _footprints(found, source_ids, row_labels, kind)
-    sky_noise = float(np.std(exp.image[~avoid])) if not avoid.all() else float("nan")
+    noise = sky_noise(exp.image, avoid)
     usable_variance = exp.variance[~unusable] if any_unusable else exp.variance
     ccd_visit = ccd_visit_row(exp, ccd_visit_id, sigma, psf_kernel, float(np.median(background.values)),
-                              sky_noise, float(np.median(usable_variance)) if usable_variance.size else float("nan"),
+                              noise, float(np.median(usable_variance)) if usable_variance.size else float("nan"),
                               n_psf_star)
     return SingleVisitResult(exposure=exp, background=background, sources=sources, footprints=footprints,
                              ccd_visit=ccd_visit)
@@ -249,13 +249,17 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     # plane -> (footprint area, OR of the flag bits) per label; index 0 (no label) stays 0
     per_label = {plane: footprint_area_and_bits(exp.mask.array, segmap, n_labels, bits)
                  for (plane, segmap), n_labels in zip(label_maps.items(), (n_src, found.n_parents))}
-    summer = ApertureSummer(exp.image, var_work, detected)
-    parts = [_measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, size, sigma, config, *g)
-             for g in groups]
-    del summer
+    parts = [_measure_group(exp, unusable, per_label, cutter, psf, size, sigma, config, *g) for g in groups]
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n_rows = len(cols["x"])
     kind = cols["_kind"]
+    row_labels = np.concatenate([g[4] for g in groups])
+
+    # apertures of all rows in one sweep: blend parents own their children's pixels
+    flux, err, flag = ApertureSummer(exp.image, var_work, detected).fluxes(
+        cols["x"], cols["y"], APERTURE_RADII, found.segmap, row_labels, found.parent, kind == KIND_PARENT)
+    for j, r in enumerate(APERTURE_RADII):
+        cols[f"ap{r:02d}Flux"], cols[f"ap{r:02d}FluxErr"], cols[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
 
     # deblending bookkeeping: parents get deblend_nChild, children their parent's row
     parent_row_of_label = np.full(found.n_parents + 1, -1, dtype=np.int64)
@@ -271,11 +275,10 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     cols["x"] = cols["x"] + exp.xy0[0]
     cols["y"] = cols["y"] + exp.xy0[1]
     _sky_coordinates(exp, cols)
-    row_labels = np.concatenate([g[4] for g in groups])
     return cols, row_labels
 
 
-def _measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, size, sigma, config,
+def _measure_group(exp, unusable, per_label, cutter, psf, size, sigma, config,
                    kind, x0, y0, plane, labels, fit_centroid) -> dict[str, np.ndarray]:
     n = len(x0)
     x0 = np.asarray(x0, dtype=np.float64)
@@ -306,9 +309,6 @@ def _measure_group(exp, unusable, label_maps, per_label, cutter, summer, psf, si
                gaussianFlux_flag=mom.flag, invalidPsfFlag=pmom.flag)
     out["_ee_calib"] = np.einsum("nij,ij->n", fit.psf, _circle_overlap(size, CALIB_APERTURE_RADIUS))
 
-    flux, err, flag = summer.fluxes(fit.x, fit.y, APERTURE_RADII, label_maps[plane], labels)
-    for j, r in enumerate(APERTURE_RADII):
-        out[f"ap{r:02d}Flux"], out[f"ap{r:02d}FluxErr"], out[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
     out["sky"], out["skyErr"] = local_background(exp.image, unusable, fit.x, fit.y,
                                                  *(np.array(config.local_background_radii) * sigma))
 

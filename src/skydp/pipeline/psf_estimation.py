@@ -14,15 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 import sep
+from scipy import ndimage
 
 from skydp.exposure import PixelPsf
-from skydp.pipeline.detection import detect, snr_image
+from skydp.pipeline.detection import detect, disk_dilate, snr_image
 from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.stamps import StampCutter, round_half_up
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 SIZE_TOLERANCE = 0.2  # stars: |T / T_star - 1| below this (T = ixx + iyy)
 REJECTION_ROUNDS = 3
+CORE_RADIUS_FWHM = 3.0  # isolation radius, in initial FWHM
+NEIGHBOUR_GROW_FWHM = 1.0  # neighbours' footprints are masked this far beyond their detection
+NORMALISATION_ROUNDS = 3
 
 
 class PsfEstimationError(ValueError):
@@ -47,27 +51,40 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     found = detect(snr, 5.0, 1, 0.0, deblend=False, deblend_nthresh=1, deblend_cont=1.0)
     del snr
     half = stamp_size // 2
+    # isolation is required within the core (a star with a neighbour there is not used); beyond it,
+    # neighbours' footprints grown by NEIGHBOUR_GROW_FWHM are masked, so that the stamp can reach
+    # far enough into the wings to hold nearly all the light without losing most stars of a
+    # crowded field to the isolation test
+    core = min(stamp_size, 2 * int(np.ceil(CORE_RADIUS_FWHM * initial_fwhm)) + 1)
     cutter = StampCutter(half + 1)
     cutter.add("image", image)
     cutter.add("variance", variance)
     cutter.add("bad", bad, fill=True)
     cutter.add("labels", found.segmap)
+    cutter.add("grown", disk_dilate(found.segmap, NEIGHBOUR_GROW_FWHM * initial_fwhm))
     bright = np.flatnonzero(found.peak_snr >= min_snr)
     x, y = found.x[bright], found.y[bright]
-    inside = (x > half) & (x < nx - 1 - half) & (y > half) & (y < ny - 1 - half)
+    c = core // 2
+    inside = (x > c) & (x < nx - 1 - c) & (y > c) & (y < ny - 1 - c)
     bright, x, y = bright[inside], x[inside], y[inside]
     if bright.size < 3:
         raise PsfEstimationError(f"PSF estimation: only {bright.size} sources with S/N >= {min_snr}")
     x, y, _ = sep.winpos(np.ascontiguousarray(image, dtype=np.float32), x, y, np.full(x.size, sigma0))
     cx, cy = round_half_up(x), round_half_up(y)
-    labels = cutter.cut("labels", cx, cy, stamp_size)
-    isolated = np.all((labels == 0) | (labels == (bright + 1)[:, None, None]), axis=(1, 2))
-    clean = ~np.any(cutter.cut("bad", cx, cy, stamp_size), axis=(1, 2))
+    own = (bright + 1)[:, None, None]
+    isolated = np.all((cutter.cut("labels", cx, cy, core) == 0) | (cutter.cut("labels", cx, cy, core) == own),
+                      axis=(1, 2))
+    clean = ~np.any(cutter.cut("bad", cx, cy, core), axis=(1, 2))
     keep = isolated & clean & np.isfinite(x) & np.isfinite(y)
     x, y, cx, cy, bright = x[keep], y[keep], cx[keep], cy[keep], bright[keep]
     data = cutter.cut("image", cx, cy, stamp_size).astype(np.float64)
     var = cutter.cut("variance", cx, cy, stamp_size).astype(np.float64)
-    mom = adaptive_moments(data, var, np.ones(data.shape, bool), x - cx, y - cy, np.full(x.size, sigma0))
+    grown = cutter.cut("grown", cx, cy, stamp_size)
+    masked = cutter.cut("bad", cx, cy, stamp_size) | ((grown != 0) & (grown != (bright + 1)[:, None, None]))
+    c0 = (stamp_size - core) // 2
+    masked[:, c0:c0 + core, c0:c0 + core] = False  # the core is clean and isolated
+    data[masked] = 0.0
+    mom = adaptive_moments(data, var, ~masked, x - cx, y - cy, np.full(x.size, sigma0))
     trace = mom.ixx + mom.iyy
     star = _stellar_locus(trace)
     order = np.argsort(-found.peak_snr[bright[star]])[:max_stars]
@@ -75,15 +92,19 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     if sel.size < 3:
         raise PsfEstimationError(f"PSF estimation: only {sel.size} isolated, unsaturated stars found")
     stamps = _centre(data[sel], x[sel] - cx[sel], y[sel] - cy[sel])
-    flux = stamps.sum(axis=(1, 2))
+    # the shift spreads each masked pixel's edge by up to a pixel: mask its neighbours too
+    good = ~ndimage.binary_dilation(masked[sel], structure=np.ones((1, 3, 3), bool))
+    flux = stamps[:, c0:c0 + core, c0:c0 + core].sum(axis=(1, 2))
     stamps /= flux[:, None, None]
-    noise2 = var[sel] / flux[:, None, None] ** 2
-    model = _fit_model(stamps, noise2, x[sel], y[sel], (nx, ny), n_components, spatial_order)
+    noise2 = np.where(good, var[sel] / flux[:, None, None] ** 2, np.inf)
+    varying = np.zeros((stamp_size, stamp_size), bool)
+    varying[c0:c0 + core, c0:c0 + core] = True
+    model = _fit_model(stamps, noise2, good, varying, x[sel], y[sel], (nx, ny), n_components, spatial_order)
     gx = np.linspace(0, nx - 1, grid)
     gy = np.linspace(0, ny - 1, grid)
     px, py = np.meshgrid(gx, gy)
     realised = model.evaluate(px.ravel(), py.ravel())
-    realised = np.clip(realised, 0, None)
+    realised = realised  # noclip-exp
     psf = PixelPsf(realised, px.ravel() + xy0[0], py.ravel() + xy0[1])
     used = model.used
     return EstimatedPsf(psf=psf, n_stars=int(used.sum()), star_x=x[sel][used], star_y=y[sel][used])
@@ -142,36 +163,24 @@ def _poly_terms(x, y, order, scale):
     return np.stack([u**i * v**j for i in range(order + 1) for j in range(order + 1 - i)], axis=1)
 
 
-def _fit_model(stamps, noise2, x, y, scale, n_components, spatial_order) -> _PcaModel:
+def _fit_model(stamps, noise2, good, varying, x, y, scale, n_components, spatial_order) -> _PcaModel:
+    """Fit the model, renormalising every star by its model-weighted flux (far less noisy than its
+    stamp sum) and filling its masked pixels with the model (EM), then reject chi^2 outliers."""
     n, s, _ = stamps.shape
     used = np.ones(n, dtype=bool)
+    n_good = good.sum(axis=(1, 2))
+    filled = np.where(good, stamps, 0.0)
     model = None
     for _ in range(REJECTION_ROUNDS):
-        order = spatial_order
-        while order > 0 and (order + 1) * (order + 2) // 2 * 2 > used.sum():
-            order -= 1
-        k = min(n_components, max(used.sum() - 2, 0)) if order > 0 else 0
-        flat = stamps[used].reshape(used.sum(), -1)
-        # weight each star by its S/N^2 (inverse mean pixel noise of the normalised stamp), so the
-        # bright stars, not the noise of the faint ones, define the components and their variation
-        w = 1.0 / np.mean(noise2[used], axis=(1, 2))
-        w /= w.sum()
-        mean = w @ flat
-        if k:
-            sw = np.sqrt(w)[:, None]
-            _, _, vt = np.linalg.svd((flat - mean) * sw, full_matrices=False)
-            comps = vt[:k]
-            coeff = (flat - mean) @ comps.T
-            terms = _poly_terms(x[used], y[used], order, scale)
-            poly = np.linalg.lstsq(terms * sw, coeff * sw, rcond=None)[0].T
-        else:
-            comps = np.zeros((0, s * s))
-            poly = np.zeros((0, 1))
-            order = 0
-        model = _PcaModel(mean.reshape(s, s), comps.reshape(-1, s, s), poly, order, scale, used.copy())
-        resid = stamps - model.evaluate(x, y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            chi2 = np.nansum(resid**2 / noise2, axis=(1, 2)) / (s * s)
+        for _ in range(NORMALISATION_ROUNDS):
+            model = _fit_pca(filled, noise2, varying, x, y, used, scale, n_components, spatial_order)
+            predicted = model.evaluate(x, y)
+            amp = np.sum(predicted * filled / noise2, axis=(1, 2)) / np.sum(predicted**2 / noise2, axis=(1, 2))
+            stamps = stamps / amp[:, None, None]
+            noise2 = noise2 / amp[:, None, None] ** 2
+            filled = np.where(good, stamps, predicted)
+        resid = np.where(good, stamps - model.evaluate(x, y), 0.0)
+        chi2 = np.sum(resid**2 / noise2, axis=(1, 2)) / n_good
         med = np.median(chi2[used])
         mad = 1.4826 * np.median(np.abs(chi2[used] - med))
         new_used = used & (chi2 < med + 5 * max(mad, 0.05 * med))
@@ -179,3 +188,30 @@ def _fit_model(stamps, noise2, x, y, scale, n_components, spatial_order) -> _Pca
             break
         used = new_used
     return model
+
+
+def _fit_pca(stamps, noise2, varying, x, y, used, scale, n_components, spatial_order) -> _PcaModel:
+    n, s, _ = stamps.shape
+    order = spatial_order
+    while order > 0 and (order + 1) * (order + 2) // 2 * 2 > used.sum():
+        order -= 1
+    k = min(n_components, max(used.sum() - 2, 0)) if order > 0 else 0
+    flat = stamps[used].reshape(used.sum(), -1)
+    # weight each star by its S/N^2 (mean inverse pixel noise of the normalised stamp), so the
+    # bright stars, not the noise of the faint ones, define the components and their variation
+    w = np.mean(1.0 / noise2[used], axis=(1, 2))
+    w /= w.sum()
+    mean = w @ flat
+    if k:
+        sw = np.sqrt(w)[:, None]
+        resid = (flat - mean) * varying.ravel()
+        _, _, vt = np.linalg.svd(resid * sw, full_matrices=False)
+        comps = vt[:k]
+        coeff = resid @ comps.T
+        terms = _poly_terms(x[used], y[used], order, scale)
+        poly = np.linalg.lstsq(terms * sw, coeff * sw, rcond=None)[0].T
+    else:
+        comps = np.zeros((0, s * s))
+        poly = np.zeros((0, 1))
+        order = 0
+    return _PcaModel(mean.reshape(s, s), comps.reshape(-1, s, s), poly, order, scale, used.copy())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import math
 
+import numba
 import numpy as np
 
 from skydp.exposure import Exposure
@@ -59,3 +61,27 @@ def _timestamp(mjd: float) -> datetime.datetime | None:
     if not np.isfinite(mjd):
         return None
     return _MJD_EPOCH + datetime.timedelta(days=float(mjd))
+
+
+@numba.njit(cache=True, nogil=True)
+def sky_noise(image: np.ndarray, exclude: np.ndarray) -> float:
+    """Standard deviation (ddof 0) of the pixels of ``image`` not in ``exclude``; NaN if none.
+
+    Compiled two-pass mean and variance: numpy's std of ``image[~exclude]`` copied the selected
+    pixels of the whole detector first.
+    """
+    total, count = 0.0, 0
+    for j in range(image.shape[0]):
+        for i in range(image.shape[1]):
+            if not exclude[j, i]:
+                total += image[j, i]
+                count += 1
+    if count == 0:
+        return math.nan
+    mean = total / count
+    sq = 0.0
+    for j in range(image.shape[0]):
+        for i in range(image.shape[1]):
+            if not exclude[j, i]:
+                sq += (image[j, i] - mean) ** 2
+    return math.sqrt(sq / count)
