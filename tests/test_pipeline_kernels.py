@@ -64,6 +64,8 @@ def test_grown_mask_covers_the_disk_growth_and_little_more():
     assert grown.shape == mask.shape
     assert np.all(grown[distance <= radius])  # contains the exact disk growth
     assert distance[grown].max() <= radius + 3.0  # and exceeds it by at most ~3 px
+    also = rng.random(mask.shape) < 0.01
+    np.testing.assert_array_equal(_grown_mask(mask, radius, also), grown | also)
 
 
 def test_masked_mesh_mean_matches_a_per_cell_reference():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -131,9 +132,9 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
 
     # 1 (again). background re-estimated with the detected footprints, widened to cover the PSF
     # wings of bright sources, masked
-    wings = _grown_mask(detected, config.background_mask_grow * sigma)
-    correction = masked_mesh_mean(exp.image, unusable | wings, config.background_mesh, config.background_filter)
-    del wings
+    masked = _grown_mask(detected, config.background_mask_grow * sigma, unusable)
+    correction = masked_mesh_mean(exp.image, masked, config.background_mesh, config.background_filter)
+    del masked
     exp.image -= correction.image()
     if any_unusable:
         exp.image[unusable] = 0.0
@@ -167,9 +168,9 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
                              ccd_visit=ccd_visit)
 
 
-def _grown_mask(mask: np.ndarray, radius: float) -> np.ndarray:
-    """``mask`` grown by at least ``radius`` px, for masks that only have to cover a region (the
-    PSF wings kept out of the background fit).
+def _grown_mask(mask: np.ndarray, radius: float, also: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` grown by at least ``radius`` px, OR ``also`` (when given), for masks that only have
+    to cover a region (the PSF wings kept out of the background fit).
 
     The disk growth runs on 2x2-binned pixels (a binned pixel is set if any of its four is) with
     the radius widened by the binned pixels' half-diagonals, so the result contains the exact disk
@@ -184,7 +185,21 @@ def _grown_mask(mask: np.ndarray, radius: float) -> np.ndarray:
             part = m[dy::2, dx::2]
             np.maximum(binned[:part.shape[0], :part.shape[1]], part, out=binned[:part.shape[0], :part.shape[1]])
     grown = disk_dilate(binned, (radius + np.sqrt(2.0)) / 2)
-    return np.broadcast_to(grown[:, None, :, None], (by, 2, bx, 2)).reshape(2 * by, 2 * bx)[:ny, :nx].view(bool)
+    out = np.zeros((ny, nx), dtype=bool) if also is None else np.array(also, dtype=bool)
+    _upsample_or(grown.view(bool), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _upsample_or(binned: np.ndarray, out: np.ndarray) -> None:
+    """out |= ``binned`` repeated 2 x 2 (cropped to out): one pass, where numpy's broadcast-reshape
+    copy and a separate OR each crossed the full-size plane."""
+    ny, nx = out.shape
+    for j in range(ny):
+        row = binned[j // 2]
+        for i in range(nx):
+            if row[i // 2]:
+                out[j, i] = True
 
 
 def _set_plane(mask: Mask, name: str, where: np.ndarray) -> None:
@@ -245,10 +260,13 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
         (KIND_SKY, sky_x, sky_y, "labels", np.zeros(len(sky_x), dtype=np.int64), False),
     ]
     bits = exp.mask.bitmask(*[p for p in FLAG_PLANES.values() if p in exp.mask.planes])
-    label_maps = {"labels": found.segmap, "parents": found.parent_map}
-    # plane -> (footprint area, OR of the flag bits) per label; index 0 (no label) stays 0
-    per_label = {plane: footprint_area_and_bits(exp.mask.array, segmap, n_labels, bits)
-                 for (plane, segmap), n_labels in zip(label_maps.items(), (n_src, found.n_parents))}
+    # plane -> (footprint area, OR of the flag bits) per label; index 0 (no label) stays 0. A parent
+    # footprint is the union of its children's, so its values add up (area) and OR (bits) theirs.
+    area, fp_bits = footprint_area_and_bits(exp.mask.array, found.segmap, n_src, bits)
+    parent_area = np.bincount(found.parent, weights=area[1:], minlength=found.n_parents + 1).astype(np.int64)
+    parent_bits = np.zeros(found.n_parents + 1, dtype=np.int64)
+    np.bitwise_or.at(parent_bits, found.parent, fp_bits[1:])
+    per_label = {"labels": (area, fp_bits), "parents": (parent_area, parent_bits)}
     parts = [_measure_group(exp, unusable, per_label, cutter, psf, size, sigma, config, *g) for g in groups]
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n_rows = len(cols["x"])
