@@ -156,42 +156,42 @@ def _clipped_annulus(image: np.ndarray, bad: np.ndarray, cx: np.ndarray, cy: np.
                      dy: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
     """Per source: clipped mean and std of the usable annulus pixels (offsets dx, dy about (cx, cy)).
 
-    Compiled: each source's ~1000-2000 annulus values are clipped in a few passes over a small
-    buffer; with numpy the (N, K) gathers and masks of all sources at once cost several times more.
+    Compiled: each source's ~1000-2000 annulus values are clipped in a small buffer, one pass per
+    round (sums of the kept values and their squares about the round's first mean, the clip
+    against the previous round's limits); with numpy the (N, K) gathers and masks of all sources
+    at once cost several times more.
     """
     ny, nx = image.shape
     values = np.empty(dx.size)
-    use = np.empty(dx.size, dtype=np.bool_)
     for n in range(cx.size):
         count = 0
         for q in range(dx.size):
             j, i = cy[n] + dy[q], cx[n] + dx[q]
             if 0 <= j < ny and 0 <= i < nx and not bad[j, i]:
                 values[count] = image[j, i]
-                use[count] = True
                 count += 1
+        if count == 0:
+            continue
+        shift = values[0]  # sums about a sample value: no cancellation when |mean| >> std
+        lo, hi = -np.inf, np.inf  # the clipped values are those outside every round's limits
+        n_before = -1
         for iteration in range(CLIP_ITERATIONS + 1):
-            total, n_use = 0.0, 0
+            total = sq = 0.0
+            n_use = 0
             for q in range(count):
-                if use[q]:
-                    total += values[q]
+                v = values[q]
+                if lo <= v <= hi:
+                    d = v - shift
+                    total += d
+                    sq += d * d
                     n_use += 1
-            if n_use == 0:
+            if n_use == n_before or n_use == 0:  # the last clip removed nothing: statistics stand
                 break
             m = total / n_use
-            sq = 0.0
-            for q in range(count):
-                if use[q]:
-                    sq += (values[q] - m) ** 2
-            mean[n] = m
-            std[n] = math.sqrt(sq / (n_use - 1)) if n_use > 1 else np.nan
+            mean[n] = shift + m
+            std[n] = math.sqrt(max(sq - n_use * m * m, 0.0) / (n_use - 1)) if n_use > 1 else np.nan
             if iteration == CLIP_ITERATIONS or not n_use > 1:
                 break
-            changed = False
-            limit = CLIP_SIGMA * std[n]
-            for q in range(count):
-                if use[q] and abs(values[q] - m) > limit:
-                    use[q] = False
-                    changed = True
-            if not changed:
-                break
+            n_before = n_use
+            lo = max(lo, mean[n] - CLIP_SIGMA * std[n])
+            hi = min(hi, mean[n] + CLIP_SIGMA * std[n])

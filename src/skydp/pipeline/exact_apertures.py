@@ -155,7 +155,9 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
             e0[hi] = math.floor(cx - rmax) - 1
             for k in range(nk):
                 r = radii[k]
-                for e in range(width):
+                # only the column edges circle k can cross are ever read (see _columns)
+                for e in range(max(0, math.floor(cx - 0.5 - r) + 1 - e0[hi]),
+                               min(width, math.ceil(cx + 0.5 + r) - e0[hi] + 1)):
                     x = e0[hi] + e - 0.5 - cx
                     hx[slot, k, e] = -hr[k] if x <= -r else (hr[k] if x >= r else _half_segment(x, r))
             _edge_terms(j - 0.5 - ys[hi], radii, w_lo[slot], hw_lo[slot])

@@ -63,25 +63,29 @@ def _timestamp(mjd: float) -> datetime.datetime | None:
     return _MJD_EPOCH + datetime.timedelta(days=float(mjd))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def sky_noise(image: np.ndarray, exclude: np.ndarray) -> float:
     """Standard deviation (ddof 0) of the pixels of ``image`` not in ``exclude``; NaN if none.
 
-    Compiled two-pass mean and variance: numpy's std of ``image[~exclude]`` copied the selected
-    pixels of the whole detector first.
+    Compiled single pass of branch-free sums about the first kept pixel's value (so no
+    cancellation when |mean| >> std; reassociation lets them vectorise): numpy's std of
+    ``image[~exclude]`` first copied the selected pixels of the whole detector.
     """
-    total, count = 0.0, 0
-    for j in range(image.shape[0]):
-        for i in range(image.shape[1]):
-            if not exclude[j, i]:
-                total += image[j, i]
-                count += 1
-    if count == 0:
+    ny, nx = image.shape
+    shift = math.nan
+    for p in range(ny * nx):
+        if not exclude[p // nx, p % nx]:
+            shift = float(image[p // nx, p % nx])
+            break
+    if math.isnan(shift):
         return math.nan
-    mean = total / count
-    sq = 0.0
-    for j in range(image.shape[0]):
-        for i in range(image.shape[1]):
-            if not exclude[j, i]:
-                sq += (image[j, i] - mean) ** 2
-    return math.sqrt(sq / count)
+    total = sq = count = 0.0
+    for j in range(ny):
+        for i in range(nx):
+            keep = 0.0 if exclude[j, i] else 1.0
+            d = image[j, i] - shift
+            total += keep * d
+            sq += keep * d * d
+            count += keep
+    m = total / count
+    return math.sqrt(max(sq / count - m * m, 0.0))
