@@ -139,11 +139,15 @@ def test_moffat_adaptive_sigma_solves_the_fixed_point_equation():
 
 
 @pytest.mark.parametrize("sigma", [1.2, 2.0])
-def test_cores_at_matches_the_exact_shift_within_the_phase_blend_bound(sigma):
-    """cores_at against images_at cut to the box and differentiated analytically (the derivative of
-    a band-limited stamp is exact in Fourier space). The bilinear phase blend errs by at most
-    h^2/8 (|Pxx| + |Pyy|) with h = 1/16 px, i.e. h^2 / (4 sigma^2) of the peak for a Gaussian."""
-    bound = (1 / 16) ** 2 / (4 * sigma**2)
+def test_tabulated_psf_matches_the_exact_shift_within_the_interpolation_bound(sigma):
+    """cores_at and images_at(tabulated=True) against images_at (exact Fourier shift), the
+    derivatives taken analytically in Fourier space. Quadratic interpolation between phases h =
+    1/16 px apart errs by at most c h^3 max|d3f| per axis, c = 1/(9 sqrt 3); for a Gaussian
+    max|d3P/dx3| = 1.381 / sigma^3 and, for the derivative planes, max|d4P/dx4| + max|d3(dP/dx)/dy3|
+    = (3 + 0.838) / sigma^4 of the peak. The bounds are derived, not tuned (+1e-6: float32 tables)."""
+    c = (1 / 16) ** 3 / (9 * np.sqrt(3))
+    bound_p = c * 2 * 1.381 / sigma**3 + 1e-6
+    bound_d = c * (3 + 0.838) / sigma**4 + 1e-6
     xs, ys = np.meshgrid([0.0, 1000.0], [0.0, 2000.0])
     psf = PixelPsf(np.array([_gauss(sigma * f) for f in (1.0, 1.1, 1.2, 1.3)]), xs.ravel(), ys.ravel())
     rng = np.random.default_rng(2)
@@ -156,9 +160,13 @@ def test_cores_at_matches_the_exact_shift_within_the_phase_blend_bound(sigma):
     exact_dy = np.fft.ifft(np.fft.fft(full, axis=1) * k[:, None], axis=1).real
     box = slice(S // 2 - core // 2, S // 2 + core // 2 + 1)
     peak = full.max(axis=(1, 2))[:, None, None]
-    for got, want in ((p, full), (dpx, exact_dx), (dpy, exact_dy)):
+    for got, want, bound in ((p, full, bound_p), (dpx, exact_dx, bound_d), (dpy, exact_dy, bound_d)):
         assert (np.abs(got - want[:, box, box]) / peak).max() < bound
-    # at the phase nodes the blend is exact
+    tabulated = psf.images_at(x, y, tabulated=True)
+    assert tabulated.shape == full.shape
+    assert (np.abs(tabulated - full) / peak).max() < bound_p
+    np.testing.assert_allclose(tabulated.sum(axis=(1, 2)), 1.0, atol=1e-6)
+    # on the phase nodes the tables are the exact realisation
     on_node = psf.cores_at(x.round() + 0.25, y.round() - 0.375, core)[0]
     np.testing.assert_allclose(on_node, psf.images_at(x.round() + 0.25, y.round() - 0.375)[:, box, box], atol=1e-7)
 

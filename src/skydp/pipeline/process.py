@@ -303,8 +303,8 @@ def _measure_group(exp, unusable, per_label, cutter, psf, size, sigma, config,
     y0 = np.asarray(y0, dtype=np.float64)
     ox, oy = exp.xy0
 
-    def psf_at(xa, ya):  # PSF in array coordinates
-        return psf.images_at(xa + ox, ya + oy)
+    def psf_at(xa, ya):  # PSF in array coordinates, from the phase tables (error < 3e-5 of the peak)
+        return psf.images_at(xa + ox, ya + oy, tabulated=True)
 
     def psf_cores_at(xa, ya, core):
         return psf.cores_at(xa + ox, ya + oy, core)
