@@ -171,3 +171,14 @@ def test_footprint_area_and_bits_per_label():
     np.testing.assert_array_equal(area, np.r_[0, np.bincount(labels.ravel(), minlength=30)[1:26]])
     expected = [np.bitwise_or.reduce(mask[labels == lab] & 0b101100) for lab in range(1, 26)]
     np.testing.assert_array_equal(bits, np.r_[0, expected])
+
+
+def test_detect_retries_when_a_footprint_overflows_seps_pixel_stack(monkeypatch):
+    from skydp.pipeline import detection
+
+    monkeypatch.setattr(detection, "PIXSTACK", 1000)
+    snr = np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32)
+    snr[50:150, 50:150] += 20  # 10^4 pixels above threshold: more than the first stack holds
+    found = detection.detect(snr, 5.0, 1, 2.0, True, 32, 0.005)
+    assert len(found.x) == 1 and abs(found.x[0] - 99.5) < 0.5 and abs(found.y[0] - 99.5) < 0.5
+    assert (found.segmap[50:150, 50:150] == 1).all()

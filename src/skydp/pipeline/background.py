@@ -116,7 +116,6 @@ def _clipped_mesh_means(image: np.ndarray, masked: np.ndarray, mesh: int) -> tup
     std = np.full((by, bx), np.nan)
     count = np.zeros((by, bx), dtype=np.int64)
     values = np.empty(mesh * mesh)
-    use = np.empty(mesh * mesh, dtype=np.bool_)
     for cy in range(by):
         for cx in range(bx):
             n = 0
@@ -124,27 +123,31 @@ def _clipped_mesh_means(image: np.ndarray, masked: np.ndarray, mesh: int) -> tup
                 for i in range(cx * mesh, min((cx + 1) * mesh, nx)):
                     if not masked[j, i]:
                         values[n] = image[j, i]
-                        use[n] = True
                         n += 1
-            left = n
+            if n == 0:
+                continue
+            # three rounds, one pass each: sums about a sample value of the values inside every
+            # earlier round's mean +- 3 std (the cumulative clip), then the count left by the last
+            shift = values[0]
+            lo, hi = -np.inf, np.inf
             for _ in range(3):
-                if left == 0:
-                    break
-                total = 0.0
+                total = sq = 0.0
+                left = 0
                 for q in range(n):
-                    if use[q]:
-                        total += values[q]
+                    v = values[q]
+                    if lo <= v <= hi:
+                        d = v - shift
+                        total += d
+                        sq += d * d
+                        left += 1
                 m = total / left
-                sq = 0.0
-                for q in range(n):
-                    if use[q]:
-                        sq += (values[q] - m) ** 2
-                s = math.sqrt(sq / left)
-                mean[cy, cx], std[cy, cx] = m, s
-                for q in range(n):
-                    if use[q] and abs(values[q] - m) > 3.0 * s:
-                        use[q] = False
-                        left -= 1
+                s = math.sqrt(max(sq / left - m * m, 0.0))
+                mean[cy, cx], std[cy, cx] = shift + m, s
+                lo, hi = max(lo, shift + m - 3.0 * s), min(hi, shift + m + 3.0 * s)
+            left = 0
+            for q in range(n):
+                if lo <= values[q] <= hi:
+                    left += 1
             count[cy, cx] = left
     return mean, std, count
 

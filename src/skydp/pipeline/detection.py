@@ -16,6 +16,8 @@ import numpy as np
 import sep
 from scipy import ndimage
 
+PIXSTACK = 1_000_000  # sep's first active-pixel stack size
+
 
 @dataclass
 class Footprints:
@@ -128,13 +130,21 @@ def detect(snr: np.ndarray, threshold: float, min_area: int, grow_radius: float,
            deblend: bool, deblend_nthresh: int, deblend_cont: float) -> Footprints:
     """Threshold ``snr`` at ``threshold``, deblend, and grow footprints by ``grow_radius`` px."""
     ny, nx = snr.shape
-    sep.set_extract_pixstack(max(300000, ny * nx // 4))
     sep.set_sub_object_limit(4096)
-    objects, segmap = sep.extract(
-        np.ascontiguousarray(snr, dtype=np.float32), threshold, minarea=min_area, filter_kernel=None,
-        deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont if deblend else 1.0,
-        clean=False, segmentation_map=True,
-    )
+    data = np.ascontiguousarray(snr, dtype=np.float32)
+    # sep allocates its active-pixel stack up front, a cost that grows with it: start with room
+    # for any usual scene and only retry with the whole image when a huge footprint fills it
+    for stack in (PIXSTACK, ny * nx):
+        sep.set_extract_pixstack(max(stack, PIXSTACK))
+        try:
+            objects, segmap = sep.extract(
+                data, threshold, minarea=min_area, filter_kernel=None, deblend_nthresh=deblend_nthresh,
+                deblend_cont=deblend_cont if deblend else 1.0, clean=False, segmentation_map=True,
+            )
+            break
+        except Exception as exc:  # sep raises a bare Exception
+            if "pixel buffer full" not in str(exc) or stack >= ny * nx:
+                raise
     segmap = segmap.astype(np.int32, copy=False)
     n = len(objects)
     if n:
