@@ -182,3 +182,25 @@ def test_detect_retries_when_a_footprint_overflows_seps_pixel_stack(monkeypatch)
     found = detection.detect(snr, 5.0, 1, 2.0, True, 32, 0.005)
     assert len(found.x) == 1 and abs(found.x[0] - 99.5) < 0.5 and abs(found.y[0] - 99.5) < 0.5
     assert (found.segmap[50:150, 50:150] == 1).all()
+
+
+@pytest.mark.parametrize("shape, mesh", [((700, 1000), 128), ((300, 200), 128), ((100, 50), 64)])
+def test_background_image_is_the_interpolating_spline_through_the_nodes(shape, mesh):
+    """Background.image() against scipy's interpolating spline evaluated directly, first along y
+    then along x (cubic; lower order with fewer than four nodes; one node is a constant)."""
+    from scipy.interpolate import make_interp_spline
+
+    from skydp.pipeline.background import Background, mesh_centres
+
+    nodes_x, nodes_y = mesh_centres(shape[1], mesh), mesh_centres(shape[0], mesh)
+    values = np.random.default_rng(4).normal(100.0, 5.0, size=(nodes_y.size, nodes_x.size))
+    image = Background(nodes_x, nodes_y, values, values, shape).image()
+
+    def along(nodes, data, n):
+        if nodes.size == 1:
+            return np.repeat(data, n, axis=0)
+        return make_interp_spline(nodes, data, k=min(3, nodes.size - 1))(np.arange(n))
+
+    expected = along(nodes_x, along(nodes_y, values, shape[0]).T, shape[1]).T
+    assert image.dtype == np.float32 and image.shape == shape
+    np.testing.assert_allclose(image, expected, rtol=1e-5)  # float32 surface; extrapolated corners lose most
