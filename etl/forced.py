@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skydp.diffim.recreate import load_difference
-from skydp.etl.association import DIA_OBJECT_STATE_TYPE
+from skydp.etl.association import DIA_OBJECT_UPDATE_TYPE, HISTORY_MARGIN_ARCSEC, current_dia_objects
 from skydp.etl.differencing import DIFFERENCE_TYPE
 from skydp.etl.objects import OBJECT_TYPE
 from skydp.etl.processed import inside_corners, processed_images
 from skydp.etl.repository import Repository
+from skydp.etl.sky_box import SkyBox
 from skydp.etl.stage import Output, Stage, TaskResult, Unit
 from skydp.exposure import read_exposure
 from skydp.forced import forced_dia_table, forced_source_table
@@ -50,16 +51,15 @@ def plan_forced(repo: Repository) -> list[Unit]:
 
 
 def plan_forced_dia(repo: Repository) -> list[Unit]:
-    """One unit per processed image that holds DiaObjects of the latest DiaObject table.
+    """One unit per processed image that holds DiaObjects of the current DiaObject table.
 
     The fingerprint covers the DiaObjects on the detector, not the whole table, so a new night
     re-measures only the images its new or moved DiaObjects fall on.
     """
-    states = repo.registry.find(DIA_OBJECT_STATE_TYPE, status="ok")
-    if not states:
+    updates = tuple(d.path for d in repo.registry.find(DIA_OBJECT_UPDATE_TYPE, status="ok"))
+    dia_objects = current_dia_objects([repo.path(p) for p in updates], columns=DIA_OBJECT_COLUMNS)
+    if dia_objects is None:
         return []
-    latest = max(states, key=lambda d: d.data_id["visit"])
-    dia_objects = pq.read_table(repo.path(latest.path), columns=DIA_OBJECT_COLUMNS)
     differences = _differences(repo)
     units = []
     for image in processed_images(repo):
@@ -71,8 +71,10 @@ def plan_forced_dia(repo: Repository) -> list[Unit]:
         difference = differences.get((image.visit, image.detector))
         images = [image.image] + ([difference] if difference else [])
         units.append(Unit({"visit": image.visit, "detector": image.detector},
-                          tuple(d.path for d in images) + (latest.path,),
-                          tuple(d.sha256 for d in images) + (digest,), day_obs=image.day_obs,
+                          # inputs: the images, then every DiaObject update (read near the image); the
+                          # checksums: the images and the DiaObjects on it, not the whole table
+                          tuple(d.path for d in images) + updates, tuple(d.sha256 for d in images) + (digest,),
+                          day_obs=image.day_obs,
                           params={"difference": difference is not None, "corners": [c.tolist() for c in image.corners]}))
     return units
 
@@ -118,7 +120,10 @@ def task_forced(root: Path, unit: Unit) -> TaskResult:
 def task_forced_dia(root: Path, unit: Unit) -> TaskResult:
     start = time.perf_counter()
     visit_image, difference, first = _images(root, unit)
-    dia_objects = pq.read_table(root / unit.inputs[first], columns=DIA_OBJECT_COLUMNS)
+    ra, dec = unit.params["corners"]
+    # the current rows of the DiaObjects near the image: their older rows may lie just outside it
+    dia_objects = current_dia_objects([root / p for p in unit.inputs[first:]],
+                                      SkyBox.around(ra, dec, HISTORY_MARGIN_ARCSEC), DIA_OBJECT_COLUMNS)
     table = forced_dia_table(visit_image, _on_image(dia_objects, unit.params["corners"]), difference)
     return _stage_table(root, unit, table, FORCED_DIA_TYPE, "forced_dia_source", "ForcedSourceOnDiaObject", start)
 

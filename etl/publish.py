@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from skydp import tables
 from skydp.etl.faults import checkpoint
-from skydp.etl.association import DIA_OBJECT_STATE_TYPE, DIA_SOURCE_TYPE
+from skydp.etl.association import DIA_OBJECT_UPDATE_TYPE, DIA_SOURCE_TYPE, current_dia_objects
 from skydp.etl.coadds import DEEP_TYPE, TEMPLATE_TYPE
 from skydp.etl.differencing import DIFFERENCE_TYPE, DROPPED_TYPE, RECIPE_TYPE
 from skydp.etl.forced import FORCED_DIA_TYPE, FORCED_TYPE
@@ -51,13 +51,11 @@ def _fragments_unit(repo: Repository, types: tuple[str, ...]) -> list[Unit]:
 
 
 def plan_publish(repo: Repository) -> list[Unit]:
-    unit = _fragments_unit(repo, (*FRAGMENTS, VISIT_IMAGE_TYPE, *DERIVED_IMAGES, RECIPE_TYPE))[0]
+    unit = _fragments_unit(repo, (*FRAGMENTS, DIA_OBJECT_UPDATE_TYPE, VISIT_IMAGE_TYPE, *DERIVED_IMAGES,
+                                  RECIPE_TYPE))[0]
     dropped = _dropped(repo)
     params = {"dropped_difference_images": sorted(dropped)} if dropped else {}
-    state = latest_dia_objects(repo)
-    if state is None:
-        return [Unit(unit.data_id, unit.inputs, unit.checksums, params=params)]
-    return [Unit(unit.data_id, unit.inputs + (state.path,), unit.checksums + (state.sha256,), params=params)]
+    return [Unit(unit.data_id, unit.inputs, unit.checksums, params=params)]
 
 
 def _dropped(repo: Repository) -> set[tuple[int, int]]:
@@ -78,12 +76,6 @@ def _difference_images(repo: Repository, dropped: set[tuple[int, int]]) -> list[
     return out
 
 
-def latest_dia_objects(repo: Repository) -> Dataset | None:
-    """The DiaObject table after the last associated visit."""
-    states = repo.registry.find(DIA_OBJECT_STATE_TYPE, status="ok")
-    return max(states, key=lambda d: d.data_id["visit"]) if states else None
-
-
 def _catalog_tables(root: Path, repo: Repository) -> dict[str, pa.Table]:
     """Every HATS table from its fragments; Source.objectId from the nearest primary Object."""
     out = {}
@@ -92,8 +84,8 @@ def _catalog_tables(root: Path, repo: Repository) -> dict[str, pa.Table]:
         parts = [tables.to_arrow(table_name, pq.read_table(root / d.path))
                  for d in repo.registry.find(dataset_type, status="ok")]
         out[table_name] = pa.concat_tables(parts) if parts else tables.empty_table(table_name)
-    state = latest_dia_objects(repo)
-    out["DiaObject"] = pq.read_table(root / state.path) if state else tables.empty_table("DiaObject")
+    dia_objects = current_dia_objects([root / d.path for d in repo.registry.find(DIA_OBJECT_UPDATE_TYPE, status="ok")])
+    out["DiaObject"] = tables.empty_table("DiaObject") if dia_objects is None else dia_objects.sort_by("diaObjectId")
     if out["Object"].num_rows and out["Source"].num_rows:
         object_ids = match_sources_to_objects(out["Source"], out["Object"])
         source = out["Source"]
