@@ -3,7 +3,14 @@ fitted over the detector as a 2-D Chebyshev series from bright stars, with clipp
 
 The fit is weighted by the ratios' errors and its order is lowered until every coefficient is
 constrained by STARS_PER_COEFFICIENT stars: a noisy correction field would add the same
-relative error to every flux it is applied to."""
+relative error to every flux it is applied to. The ratios scatter more than their errors say
+(the reference aperture holds light of faint neighbours and its sky is a model; the PSF model is
+not exact), so each star's error gets an intrinsic scatter, found from the data, added in
+quadrature: without it the brightest few stars, a few of them contaminated, set the correction
+for the whole detector (with the true PSF, 1k x 1k simulated detectors got corrections of
+0.98-1.03 instead of 1). The first fit is a median, so that such outliers are clipped before
+they can pull a weighted fit.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.polynomial import chebyshev
+from scipy.optimize import brentq
 
 CLIP_SIGMA = 3.0
-CLIP_ROUNDS = 3
+CLIP_ROUNDS = 5
 STARS_PER_COEFFICIENT = 10
 
 
@@ -25,6 +33,7 @@ class ApertureCorrection:
     shape: tuple[int, int]
     error: float
     n_stars: int
+    scatter: float = 0.0  # intrinsic scatter of the stars' ratios beyond their errors
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.coeffs is None:
@@ -44,28 +53,45 @@ def fit_aperture_correction(x: np.ndarray, y: np.ndarray, reference: np.ndarray,
     if ok.sum() < 3:
         return ApertureCorrection(None, shape, np.nan, int(ok.sum()))
     u, v = _scaled(x, y, shape)
-    coeffs = None
+    fitted = np.full(ratio.shape, np.median(ratio[ok]))  # robust start: a constant, the median
+    intrinsic = _intrinsic_scatter(ratio[ok] - fitted[ok], ratio_err[ok])
+    coeffs = np.array([[fitted[0]]])
     for _ in range(CLIP_ROUNDS):
+        total_err = np.hypot(ratio_err, intrinsic)
+        new_ok = ok & (np.abs(ratio - fitted) <= CLIP_SIGMA * total_err)
+        if new_ok.sum() < 3:
+            break
+        ok = new_ok
         n = int(ok.sum())
         order = max_order
         while order > 0 and (order + 1) ** 2 * STARS_PER_COEFFICIENT > n:
             order -= 1
-        w = 1.0 / ratio_err[ok]
+        w = 1.0 / total_err[ok]
         design = chebyshev.chebvander2d(u[ok], v[ok], [order, order]) * w[:, None]
-        sol = np.linalg.lstsq(design, ratio[ok] * w, rcond=None)[0]
-        coeffs = sol.reshape(order + 1, order + 1)
-        norm_resid = (ratio - chebyshev.chebval2d(u, v, coeffs)) / ratio_err
-        scatter = 1.4826 * np.median(np.abs(norm_resid[ok]))
-        new_ok = ok & (np.abs(norm_resid) <= CLIP_SIGMA * max(scatter, 1e-6))
-        if new_ok.sum() < 3 or np.array_equal(new_ok, ok):
+        coeffs = np.linalg.lstsq(design, ratio[ok] * w, rcond=None)[0].reshape(order + 1, order + 1)
+        fitted = chebyshev.chebval2d(u, v, coeffs)
+        new_intrinsic = _intrinsic_scatter(ratio[ok] - fitted[ok], ratio_err[ok])
+        if np.isclose(new_intrinsic, intrinsic, rtol=1e-3, atol=1e-6) and np.array_equal(
+                ok, ok & (np.abs(ratio - fitted) <= CLIP_SIGMA * np.hypot(ratio_err, new_intrinsic))):
+            intrinsic = new_intrinsic
             break
-        ok = new_ok
-    # standard error of the weighted mean level, scaled by the normalised scatter of the stars
-    n = int(ok.sum())
-    norm_resid = (ratio[ok] - chebyshev.chebval2d(u[ok], v[ok], coeffs)) / ratio_err[ok]
-    scatter = max(1.0, 1.4826 * np.median(np.abs(norm_resid)))
-    error = float(scatter / np.sqrt(np.sum(1.0 / ratio_err[ok] ** 2)))
-    return ApertureCorrection(coeffs, shape, error, n)
+        intrinsic = new_intrinsic
+    # standard error of the weighted mean level, with the intrinsic scatter in every star's error
+    error = float(1.0 / np.sqrt(np.sum(1.0 / (ratio_err[ok] ** 2 + intrinsic**2))))
+    return ApertureCorrection(coeffs, shape, error, int(ok.sum()), float(intrinsic))
+
+
+def _intrinsic_scatter(residual: np.ndarray, err: np.ndarray) -> float:
+    """The scatter s >= 0 that, added in quadrature to ``err``, gives the normalised residuals a
+    robust (MAD) standard deviation of 1."""
+
+    def excess(s: float) -> float:
+        z = residual / np.hypot(err, s)
+        return 1.4826 * float(np.median(np.abs(z - np.median(z)))) - 1.0
+
+    if excess(0.0) <= 0:
+        return 0.0
+    return float(brentq(excess, 0.0, 10 * (np.max(np.abs(residual)) + np.max(err)), xtol=1e-7))
 
 
 def _scaled(x, y, shape):
