@@ -20,11 +20,13 @@ import polars as pl
 import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from test_pipeline_truth import flux_bias_and_pull, robust_std
 
 from skydp.exposure import Exposure, read_exposure
 from skydp.pipeline import SingleVisitResult, process_visit_image
+from skydp.pipeline.apertures import ApertureSummer
+from skydp.pipeline.config import CALIB_APERTURE_RADIUS
 from skydp.sim import simulate
-from test_pipeline_truth import flux_bias_and_pull, robust_std
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +92,7 @@ def _truth(outdir: Path, visits: dict[int, Visit], true_psf: dict[int, Exposure]
                 "isolated": (contamination < CONTAMINATION) & usable}
         for name in MEASURED + FLAGS:
             part[name] = t[name].to_numpy(zero_copy_only=False)[m]
+        part["row"] = m
         parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -129,6 +132,60 @@ def _psf_flux_bias_and_pull(t: dict[str, np.ndarray], label: str) -> tuple[float
     return bias, pull
 
 
+def _enclosed(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Exact-overlap sums within ``radius`` of (N, S, S) stamps about (S//2 + dx, S//2 + dy), in one
+    ApertureSummer call on a mosaic of the stamps."""
+    n, size, _ = stamps.shape
+    tile = size + 2
+    cols = int(np.ceil(np.sqrt(n)))
+    mosaic = np.zeros((tile * (-(-n // cols)), tile * cols))
+    row, col = np.divmod(np.arange(n), cols)
+    for k in range(n):
+        mosaic[row[k] * tile + 1:row[k] * tile + 1 + size, col[k] * tile + 1:col[k] * tile + 1 + size] = stamps[k]
+    summer = ApertureSummer(mosaic, np.ones_like(mosaic), np.zeros(mosaic.shape, bool))
+    return summer.fluxes(col * tile + 1 + size // 2 + dx, row * tile + 1 + size // 2 + dy, (radius,))[0][:, 0]
+
+
+def _calib_light_of_others(outdir: Path, visits: dict[int, Visit], t: dict[str, np.ndarray],
+                           sel: np.ndarray) -> np.ndarray:
+    """For the selected matches: light of all OTHER drawn truth objects inside the calibFlux aperture,
+    in calibFlux units (divided by the star's true enclosed fraction).
+
+    Every drawn truth epoch is rendered as a point source with the true PSF (galaxies too: their
+    total flux, not their shape) and summed in the 12-px aperture at the measured position with the
+    same exclusion of other footprints as the measurement; the star's own light (true flux times
+    the true PSF's enclosed fraction) is subtracted.
+    """
+    epochs = pl.read_parquet(outdir / "truth_epochs.parquet").filter(pl.col("drawn"))
+    light = np.full(len(sel), np.nan)
+    for visit, v in visits.items():
+        idx = np.flatnonzero(sel & (t["visit"] == visit))
+        if not idx.size:
+            continue
+        e = epochs.filter(pl.col("visit") == visit)
+        x, y, flux = e["x"].to_numpy(), e["y"].to_numpy(), e["flux"].to_numpy()
+        psf, (ny, nx) = v.exposure.psf, v.exposure.shape
+        size = psf.stamp_size
+        half = size // 2
+        scene = np.zeros((ny + 2 * size, nx + 2 * size))
+        stamps = psf.images_at(x, y) * flux[:, None, None]
+        cx, cy = np.floor(x + 0.5).astype(int) + size, np.floor(y + 0.5).astype(int) + size
+        for k in range(len(x)):
+            scene[cy[k] - half:cy[k] + half + 1, cx[k] - half:cx[k] + half + 1] += stamps[k]
+        scene = scene[size:-size, size:-size]
+        src = v.result.sources
+        rows = t["row"][idx]
+        mx, my = src["x"].to_numpy()[rows], src["y"].to_numpy()[rows]
+        label_of = {sid: k + 1 for k, sid in enumerate(v.result.footprints.source_id)}
+        labels = np.array([label_of[sid] for sid in src["sourceId"].to_numpy()[rows]])
+        segmap = v.result.footprints.segmap
+        in_aperture = ApertureSummer(scene, np.ones_like(scene), segmap > 0).fluxes(
+            mx, my, (CALIB_APERTURE_RADIUS,), segmap, labels)[0][:, 0]
+        ee = _enclosed(psf.images_at(mx, my), mx - np.floor(mx + 0.5), my - np.floor(my + 0.5), CALIB_APERTURE_RADIUS)
+        light[idx] = (in_aperture - t["flux_true"][idx] * ee) / ee
+    return light
+
+
 def test_completeness(with_psf):
     _, t, _ = with_psf
     star = (t["type"] == "star") & t["isolated"]
@@ -155,17 +212,45 @@ def test_calib_flux_bias(with_psf):
     assert abs(bias) <= 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="calibFlux scatter on the dense simulated field exceeds calibFluxErr "
-                   "(robust pull ~1.4-1.6 at every S/N): an additive ~330-630 nJy per 452-px aperture that "
-                   "the variance plane does not carry; blank-sky 12-px apertures show only 130-320 nJy of it "
-                   "and light lost to neighbours' footprints < 0.1% (median 0), so inflating errors by the "
-                   "blank-sky excess would not close it honestly; it holds (0.97) on the sparse GalSim scene")
+@pytest.mark.xfail(strict=True, reason="calibFlux pull against the true flux 1.64 (n=371): the 12-px aperture "
+                   "(452 px) also holds light of other simulated objects (faint undetected ones and neighbours' "
+                   "wings beyond their footprints: 240 nJy median, 16-84% 30-800 nJy, against a 406 nJy aperture "
+                   "error), which no error in the table can carry (LSST's neither); see "
+                   "test_calib_flux_excess_is_light_of_other_objects. It holds (0.96) on the sparse GalSim scene")
 def test_calib_flux_pull(with_psf):
     _, t, _ = with_psf
     sel = (t["type"] == "star") & t["isolated"] & _clean(t) & (t["snr"] > 20)
     pull = robust_std((t["calibFlux"][sel] - t["flux_true"][sel]) / t["calibFluxErr"][sel])
     print(f"calibFlux pull robust std {pull:.3f} (n={sel.sum()})")
     assert 0.9 <= pull <= 1.2
+
+
+def test_calib_flux_excess_is_light_of_other_objects(with_psf):
+    """The calibFlux excess over the true flux follows, one for one, the light that the other drawn
+    truth objects put into the aperture (a confusion term, real light, not an error of ours), and the
+    pull against truth that includes that light is much closer to 1.
+
+    Measured (tiny preset, seed 1, n=371): slope 0.975 (data excess against rendered light, median
+    216 nJy against a 408 nJy error); pull against the true flux 1.64, against true flux + other
+    objects' light 1.19. The rest is not in
+    calibFluxErr either: the sky model's error over 452 px (its value in the apertures scatters by
+    0.35 sigma star to star), and galaxies rendered here as points. The offset (-250 nJy) is the
+    mean light of undetected objects, which the background model rightly removes as sky.
+    """
+    visits, t, outdir = with_psf
+    sel = (t["type"] == "star") & t["isolated"] & _clean(t) & (t["snr"] > 20)
+    light = _calib_light_of_others(outdir, visits, t, sel)[sel]
+    excess = t["calibFlux"][sel] - t["flux_true"][sel]
+    err = t["calibFluxErr"][sel]
+    slope, offset = np.linalg.lstsq(np.column_stack([light, np.ones_like(light)]) / err[:, None], excess / err,
+                                    rcond=None)[0]
+    pull_true = robust_std(excess / err)
+    pull_with_light = robust_std((excess - light) / err)
+    print(f"calibFlux excess vs light of other objects in the aperture: n={sel.sum()} median light "
+          f"{np.median(light):.0f} nJy (error {np.median(err):.0f}); slope {slope:.3f} offset {offset:+.0f} nJy; "
+          f"pull vs true flux {pull_true:.3f}, vs true flux + others' light {pull_with_light:.3f}")
+    assert 0.85 <= slope <= 1.15
+    assert pull_with_light <= pull_true - 0.3
 
 
 def test_centroids(with_psf):
@@ -252,11 +337,15 @@ def test_psf_estimated_without_psf_hdu(with_psf, without_psf):
     assert abs(bias) <= 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="with ~30 PSF stars per 512^2 tiny image the estimated PSF's model "
-                   "error (~0.2-0.5% in flux, partly a per-visit offset) dominates psfFluxErr at S/N > 200: "
-                   "robust pull ~1.28 overall (0.94 at S/N 20-50, 1.5-1.8 above 200; 1.24 with psfFlux_apCorrErr "
-                   "added); LSST adds no model-error floor and a cross-validated one from the PSF stars is "
-                   "dominated by their stamp-normalisation noise (~1.4%); it holds (1.04) on the GalSim scene")
 def test_psf_flux_pull_with_estimated_psf(without_psf):
-    _, pull = _psf_flux_bias_and_pull(without_psf[1], "estimated PSF")
+    """psfFlux pull with the estimated PSF (~35-45 PSF stars per 512^2 image).
+
+    Measured: pull 1.10 (S/N 20-50 0.91, 50-200 0.97, >200 1.47), bias +0.07%; per-visit flux
+    offsets of the model <= 0.2%, within-visit model error 0.28% (rms over stars of the psfFlux
+    ratio of a true star fitted with the model). Before (25-px stamps, fitted on the first-pass
+    background, stamps normalised by their sums): pull 1.28, offsets up to 0.37% (a 25-px stamp
+    misses 0.1-0.5% of the light of these Moffat PSFs), within-visit error 0.26%.
+    """
+    _, t, _ = without_psf
+    _, pull = _psf_flux_bias_and_pull(t, "estimated PSF")
     assert 0.9 <= pull <= 1.2

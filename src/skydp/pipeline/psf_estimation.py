@@ -1,10 +1,19 @@
 """PSF estimation from bright, isolated, unsaturated stars (used when the image has no PSF HDU).
 
-PSFEx-like: star stamps are centred (Fourier shift to their windowed centroid) and normalised;
-the model is the mean star plus ``n_components`` principal components of the residuals, whose
-coefficients vary over the detector as 2-D polynomials of order ``spatial_order``. Stars whose
-residual chi^2 is an outlier are rejected and the model refitted. The result is realised on a
-grid of stamps as a ``PixelPsf`` so the rest of the pipeline sees one PSF interface.
+PSFEx-like: star stamps are centred (Fourier shift to their windowed centroid); the model is the
+mean star plus ``n_components`` principal components of the residuals within VARYING_RADIUS_FWHM
+initial FWHM of the centre, whose coefficients vary over the detector as 2-D polynomials of order
+``spatial_order``; further out the model is the mean star's (with the whole 41-px stamp varying,
+the components fitted the noise of the wings and the model's flux scale varied by ~1% over the
+detector). Stars must be isolated within CORE_RADIUS_FWHM only: neighbours' footprints further out
+are masked and filled with the model (EM), so the stamp can be large enough to hold the wings (a
+25-px stamp misses 0.1-0.5% of a Moffat's light, a per-visit flux offset) without losing most stars
+of a crowded field. Each star is normalised by its model-weighted flux (its stamp sum has ~4x the
+noise) and refitted; stars whose residual chi^2 is an outlier are rejected. Negative model pixels
+(noise in the wings) are kept: clipping them biased the wing flux. The wings are only as good as
+the background under them: fit on the final, source-masked background (a first-pass background
+raised by the stars' own wings took 0.5% of their light from a 41-px model). The result is
+realised on a grid of stamps as a ``PixelPsf`` so the rest of the pipeline sees one PSF interface.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ from skydp.pipeline.stamps import StampCutter, round_half_up
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 SIZE_TOLERANCE = 0.2  # stars: |T / T_star - 1| below this (T = ixx + iyy)
 REJECTION_ROUNDS = 3
-CORE_RADIUS_FWHM = 3.0  # isolation radius, in initial FWHM
+NORMALISATION_ROUNDS = 3  # model fits and flux renormalisations per rejection round
+CORE_RADIUS_FWHM = 2.0  # stars must have no neighbour within this many initial FWHM
+VARYING_RADIUS_FWHM = 3.0  # the model varies over the detector within this many initial FWHM
 NEIGHBOUR_GROW_FWHM = 1.0  # neighbours' footprints are masked this far beyond their detection
-NORMALISATION_ROUNDS = 3
 
 
 class PsfEstimationError(ValueError):
@@ -51,10 +61,6 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     found = detect(snr, 5.0, 1, 0.0, deblend=False, deblend_nthresh=1, deblend_cont=1.0)
     del snr
     half = stamp_size // 2
-    # isolation is required within the core (a star with a neighbour there is not used); beyond it,
-    # neighbours' footprints grown by NEIGHBOUR_GROW_FWHM are masked, so that the stamp can reach
-    # far enough into the wings to hold nearly all the light without losing most stars of a
-    # crowded field to the isolation test
     core = min(stamp_size, 2 * int(np.ceil(CORE_RADIUS_FWHM * initial_fwhm)) + 1)
     cutter = StampCutter(half + 1)
     cutter.add("image", image)
@@ -71,9 +77,8 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
         raise PsfEstimationError(f"PSF estimation: only {bright.size} sources with S/N >= {min_snr}")
     x, y, _ = sep.winpos(np.ascontiguousarray(image, dtype=np.float32), x, y, np.full(x.size, sigma0))
     cx, cy = round_half_up(x), round_half_up(y)
-    own = (bright + 1)[:, None, None]
-    isolated = np.all((cutter.cut("labels", cx, cy, core) == 0) | (cutter.cut("labels", cx, cy, core) == own),
-                      axis=(1, 2))
+    labels = cutter.cut("labels", cx, cy, core)
+    isolated = np.all((labels == 0) | (labels == (bright + 1)[:, None, None]), axis=(1, 2))
     clean = ~np.any(cutter.cut("bad", cx, cy, core), axis=(1, 2))
     keep = isolated & clean & np.isfinite(x) & np.isfinite(y)
     x, y, cx, cy, bright = x[keep], y[keep], cx[keep], cy[keep], bright[keep]
@@ -81,8 +86,6 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     var = cutter.cut("variance", cx, cy, stamp_size).astype(np.float64)
     grown = cutter.cut("grown", cx, cy, stamp_size)
     masked = cutter.cut("bad", cx, cy, stamp_size) | ((grown != 0) & (grown != (bright + 1)[:, None, None]))
-    c0 = (stamp_size - core) // 2
-    masked[:, c0:c0 + core, c0:c0 + core] = False  # the core is clean and isolated
     data[masked] = 0.0
     mom = adaptive_moments(data, var, ~masked, x - cx, y - cy, np.full(x.size, sigma0))
     trace = mom.ixx + mom.iyy
@@ -94,17 +97,17 @@ def estimate_psf(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, xy0: 
     stamps = _centre(data[sel], x[sel] - cx[sel], y[sel] - cy[sel])
     # the shift spreads each masked pixel's edge by up to a pixel: mask its neighbours too
     good = ~ndimage.binary_dilation(masked[sel], structure=np.ones((1, 3, 3), bool))
-    flux = stamps[:, c0:c0 + core, c0:c0 + core].sum(axis=(1, 2))
+    c0 = (stamp_size - core) // 2
+    flux = stamps[:, c0:c0 + core, c0:c0 + core].sum(axis=(1, 2))  # first guess, refined by _fit_model
+    yy, xx = np.indices((stamp_size, stamp_size)) - half
+    varying = np.hypot(xx, yy) <= VARYING_RADIUS_FWHM * initial_fwhm  # where the model varies over the detector
     stamps /= flux[:, None, None]
     noise2 = np.where(good, var[sel] / flux[:, None, None] ** 2, np.inf)
-    varying = np.zeros((stamp_size, stamp_size), bool)
-    varying[c0:c0 + core, c0:c0 + core] = True
     model = _fit_model(stamps, noise2, good, varying, x[sel], y[sel], (nx, ny), n_components, spatial_order)
     gx = np.linspace(0, nx - 1, grid)
     gy = np.linspace(0, ny - 1, grid)
     px, py = np.meshgrid(gx, gy)
     realised = model.evaluate(px.ravel(), py.ravel())
-    realised = realised  # noclip-exp
     psf = PixelPsf(realised, px.ravel() + xy0[0], py.ravel() + xy0[1])
     used = model.used
     return EstimatedPsf(psf=psf, n_stars=int(used.sum()), star_x=x[sel][used], star_y=y[sel][used])
@@ -166,8 +169,7 @@ def _poly_terms(x, y, order, scale):
 def _fit_model(stamps, noise2, good, varying, x, y, scale, n_components, spatial_order) -> _PcaModel:
     """Fit the model, renormalising every star by its model-weighted flux (far less noisy than its
     stamp sum) and filling its masked pixels with the model (EM), then reject chi^2 outliers."""
-    n, s, _ = stamps.shape
-    used = np.ones(n, dtype=bool)
+    used = np.ones(len(stamps), dtype=bool)
     n_good = good.sum(axis=(1, 2))
     filled = np.where(good, stamps, 0.0)
     model = None
@@ -191,7 +193,9 @@ def _fit_model(stamps, noise2, good, varying, x, y, scale, n_components, spatial
 
 
 def _fit_pca(stamps, noise2, varying, x, y, used, scale, n_components, spatial_order) -> _PcaModel:
-    n, s, _ = stamps.shape
+    """Weighted mean star of the ``used`` stars plus principal components of their residuals within
+    ``varying``, with polynomial coefficients (order lowered until two stars constrain each term)."""
+    s = stamps.shape[-1]
     order = spatial_order
     while order > 0 and (order + 1) * (order + 2) // 2 * 2 > used.sum():
         order -= 1
