@@ -1,9 +1,9 @@
 """Aperture corrections (LSST MeasureApCorrTask): ratio of the reference flux to a model flux,
 fitted over the detector as a 2-D Chebyshev series from bright stars, with clipping.
 
-The fit is weighted by the ratios' errors and its order is lowered until every coefficient is
-constrained by STARS_PER_COEFFICIENT stars: a noisy correction field would add the same
-relative error to every flux it is applied to. The ratios scatter more than their errors say
+The fit is weighted by the ratios' errors; its order (up to ``max_order``, with every coefficient
+constrained by STARS_PER_COEFFICIENT stars) is the one the Bayesian information criterion prefers:
+a noisy correction field would add the same relative error to every flux it is applied to. The ratios scatter more than their errors say
 (the reference aperture holds light of faint neighbours and its sky is a model; the PSF model is
 not exact), so each star's error gets an intrinsic scatter, found from the data, added in
 quadrature: without it the brightest few stars, a few of them contaminated, set the correction
@@ -62,13 +62,7 @@ def fit_aperture_correction(x: np.ndarray, y: np.ndarray, reference: np.ndarray,
         if new_ok.sum() < 3:
             break
         ok = new_ok
-        n = int(ok.sum())
-        order = max_order
-        while order > 0 and (order + 1) ** 2 * STARS_PER_COEFFICIENT > n:
-            order -= 1
-        w = 1.0 / total_err[ok]
-        design = chebyshev.chebvander2d(u[ok], v[ok], [order, order]) * w[:, None]
-        coeffs = np.linalg.lstsq(design, ratio[ok] * w, rcond=None)[0].reshape(order + 1, order + 1)
+        coeffs = _best_fit(u[ok], v[ok], ratio[ok], total_err[ok], max_order)
         fitted = chebyshev.chebval2d(u, v, coeffs)
         new_intrinsic = _intrinsic_scatter(ratio[ok] - fitted[ok], ratio_err[ok])
         if np.isclose(new_intrinsic, intrinsic, rtol=1e-3, atol=1e-6) and np.array_equal(
@@ -79,6 +73,24 @@ def fit_aperture_correction(x: np.ndarray, y: np.ndarray, reference: np.ndarray,
     # standard error of the weighted mean level, with the intrinsic scatter in every star's error
     error = float(1.0 / np.sqrt(np.sum(1.0 / (ratio_err[ok] ** 2 + intrinsic**2))))
     return ApertureCorrection(coeffs, shape, error, int(ok.sum()), float(intrinsic))
+
+
+def _best_fit(u: np.ndarray, v: np.ndarray, ratio: np.ndarray, err: np.ndarray, max_order: int) -> np.ndarray:
+    """Weighted Chebyshev fit of the order (<= max_order, with STARS_PER_COEFFICIENT stars per
+    coefficient) that minimises the Bayesian information criterion chi^2 + k ln(n): a spatial term
+    is kept only when the stars show it, not because there are enough stars to fit it."""
+    n = len(ratio)
+    best, best_bic = None, np.inf
+    for order in range(max_order + 1):
+        k = (order + 1) ** 2
+        if order > 0 and k * STARS_PER_COEFFICIENT > n:
+            break
+        design = chebyshev.chebvander2d(u, v, [order, order]) / err[:, None]
+        sol = np.linalg.lstsq(design, ratio / err, rcond=None)[0]
+        bic = float(np.sum((design @ sol - ratio / err) ** 2)) + k * np.log(n)
+        if bic < best_bic:
+            best, best_bic = sol.reshape(order + 1, order + 1), bic
+    return best
 
 
 def _intrinsic_scatter(residual: np.ndarray, err: np.ndarray) -> float:
