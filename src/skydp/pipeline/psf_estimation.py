@@ -8,8 +8,10 @@ the components fitted the noise of the wings and the model's flux scale varied b
 detector). Stars must be isolated within CORE_RADIUS_FWHM only: neighbours' footprints further out
 are masked and filled with the model (EM), so the stamp can be large enough to hold the wings (a
 25-px stamp misses 0.1-0.5% of a Moffat's light, a per-visit flux offset) without losing most stars
-of a crowded field. Each star is normalised by its model-weighted flux (its stamp sum has ~4x the
-noise) and refitted; stars whose residual chi^2 is an outlier are rejected. Negative model pixels
+of a crowded field; pixels outside the varying part that lie WING_CLIP_SIGMA above the model
+(light of neighbours beyond their masks) are masked too. Each star is normalised by its
+model-weighted flux (its stamp sum has ~4x the noise) and refitted; stars whose residual chi^2 is
+an outlier are rejected. Negative model pixels
 (noise in the wings) are kept: clipping them biased the wing flux. The wings are only as good as
 the background under them: fit on the final, source-masked background (a first-pass background
 raised by the stars' own wings took 0.5% of their light from a 41-px model). The result is
@@ -37,6 +39,7 @@ NORMALISATION_ROUNDS = 3  # model fits and flux renormalisations per rejection r
 CORE_RADIUS_FWHM = 2.0  # stars must have no neighbour within this many initial FWHM
 VARYING_RADIUS_FWHM = 3.0  # the model varies over the detector within this many initial FWHM
 NEIGHBOUR_GROW_FWHM = 1.0  # neighbours' footprints are masked this far beyond their detection
+WING_CLIP_SIGMA = 4.0  # beyond the varying part, pixels this many sigma above the model are masked
 
 
 class PsfEstimationError(ValueError):
@@ -168,9 +171,9 @@ def _poly_terms(x, y, order, scale):
 
 def _fit_model(stamps, noise2, good, varying, x, y, scale, n_components, spatial_order) -> _PcaModel:
     """Fit the model, renormalising every star by its model-weighted flux (far less noisy than its
-    stamp sum) and filling its masked pixels with the model (EM), then reject chi^2 outliers."""
+    stamp sum), masking positive wing outliers and filling masked pixels with the model (EM), then
+    reject chi^2 outliers."""
     used = np.ones(len(stamps), dtype=bool)
-    n_good = good.sum(axis=(1, 2))
     filled = np.where(good, stamps, 0.0)
     model = None
     for _ in range(REJECTION_ROUNDS):
@@ -180,9 +183,15 @@ def _fit_model(stamps, noise2, good, varying, x, y, scale, n_components, spatial
             amp = np.sum(predicted * filled / noise2, axis=(1, 2)) / np.sum(predicted**2 / noise2, axis=(1, 2))
             stamps = stamps / amp[:, None, None]
             noise2 = noise2 / amp[:, None, None] ** 2
+            # light of undetected or partly masked neighbours in the wings: positive outliers there
+            # are masked (not in the core, where a bright star's model error exceeds its noise)
+            with np.errstate(invalid="ignore"):
+                outlier = ~varying & (stamps - predicted > WING_CLIP_SIGMA * np.sqrt(noise2))
+            good = good & ~ndimage.binary_dilation(outlier, structure=np.ones((1, 3, 3), bool))
+            noise2 = np.where(good, noise2, np.inf)
             filled = np.where(good, stamps, predicted)
-        resid = np.where(good, stamps - model.evaluate(x, y), 0.0)
-        chi2 = np.sum(resid**2 / noise2, axis=(1, 2)) / n_good
+        resid = np.where(good, stamps - predicted, 0.0)
+        chi2 = np.sum(resid**2 / noise2, axis=(1, 2)) / good.sum(axis=(1, 2))
         med = np.median(chi2[used])
         mad = 1.4826 * np.median(np.abs(chi2[used] - med))
         new_used = used & (chi2 < med + 5 * max(mad, 0.05 * med))
