@@ -360,8 +360,8 @@ def test_psf_flux_pull_with_estimated_psf(without_psf):
     psfFlux ratio of a true star fitted with the model). Before (25-px stamps fitted on the
     first-pass background, stamps normalised by their sums): pull 1.28, offsets up to 0.37% (a
     25-px stamp misses 0.1-0.5% of the light of these Moffat PSFs), within-visit error 0.26%.
-    With ~2.5x the stars (1024^2, same field) the within-visit error is 0.17%, not 1/sqrt(2.5) of
-    0.22%: what is left is mostly not the PSF stars' noise.
+    With ~3x the PSF stars (1024^2 detectors of the same field: 114-132) the within-visit error is
+    0.17%, not the 0.13% of pure star noise: most of what is left is not the PSF stars' noise.
     """
     _, t, _ = without_psf
     _, pull = _psf_flux_bias_and_pull(t, "estimated PSF")
