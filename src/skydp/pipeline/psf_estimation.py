@@ -217,10 +217,12 @@ def _fit_pca(stamps, noise2, varying, x, y, used, scale, n_components, spatial_o
     mean = w @ flat
     if k:
         sw = np.sqrt(w)[:, None]
-        resid = (flat - mean) * varying.ravel()
-        _, _, vt = np.linalg.svd(resid * sw, full_matrices=False)
-        comps = vt[:k]
-        coeff = resid @ comps.T
+        vary = varying.ravel()
+        resid = flat[:, vary] - mean[vary]
+        _, _, vt = np.linalg.svd(resid * sw, full_matrices=False)  # over the varying pixels only
+        comps = np.zeros((k, s * s))
+        comps[:, vary] = vt[:k]
+        coeff = resid @ vt[:k].T
         terms = _poly_terms(x[used], y[used], order, scale)
         poly = np.linalg.lstsq(terms * sw, coeff * sw, rcond=None)[0].T
     else:
