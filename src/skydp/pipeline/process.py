@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from skydp import ids, tables
-from skydp.exposure import Exposure, Mask
+from skydp.exposure import Exposure, Mask, PixelPsf
 from skydp.pipeline.aperture_correction import fit_aperture_correction
 from skydp.pipeline.apertures import ApertureSummer, local_background
 from skydp.pipeline.background import Background, estimate_background, masked_mesh_mean
@@ -92,11 +92,7 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     n_psf_star = None
     if exp.psf is None:
         try:
-            estimated = estimate_psf(exp.image, var_work, unusable, exp.xy0, config.initial_psf_fwhm,
-                                     config.psf_stamp_size, config.psf_n_components, config.psf_spatial_order,
-                                     config.psf_grid, config.psf_min_snr, config.psf_max_stars)
-            exp.psf = estimated.psf
-            n_psf_star = estimated.n_stars
+            exp.psf, n_psf_star = _psf_from_stars(exp, var_work, unusable, config)
         except PsfEstimationError as exc:
             exp.psf = gaussian_psf(config.initial_psf_fwhm, config.psf_stamp_size, exp.xy0)
             n_psf_star = 0
@@ -139,6 +135,13 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
     if any_unusable:
         exp.image[unusable] = 0.0
     background = background.plus(correction)
+    if n_psf_star:
+        # the PSF was estimated on the first-pass background, which bright stars' wings bias high:
+        # refit it on the refined one (a stamp-wide offset of ~1 nJy/px is ~0.5% of the model's flux)
+        try:
+            exp.psf, n_psf_star = _psf_from_stars(exp, var_work, unusable, config)
+        except PsfEstimationError:
+            pass  # keep the first-pass PSF
 
     # 6-8. measurement, aperture correction, ids
     avoid = unusable | detected  # not blank sky
@@ -166,6 +169,15 @@ def process_visit_image(exposure: Exposure, config: SingleVisitConfig | None = N
                               n_psf_star)
     return SingleVisitResult(exposure=exp, background=background, sources=sources, footprints=footprints,
                              ccd_visit=ccd_visit)
+
+
+def _psf_from_stars(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray,
+                    config: SingleVisitConfig) -> tuple[PixelPsf, int]:
+    """The PSF estimated from the image's stars and how many were used (PsfEstimationError if too few)."""
+    estimated = estimate_psf(exp.image, var_work, unusable, exp.xy0, config.initial_psf_fwhm,
+                             config.psf_stamp_size, config.psf_n_components, config.psf_spatial_order,
+                             config.psf_grid, config.psf_min_snr, config.psf_max_stars)
+    return estimated.psf, estimated.n_stars
 
 
 def _grown_mask(mask: np.ndarray, radius: float, also: np.ndarray | None = None) -> np.ndarray:
