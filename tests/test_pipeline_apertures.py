@@ -83,18 +83,26 @@ def test_other_footprints_count_as_zero_and_own_pixels_count():
             assert abs(flux[i, k] - f[0]) < 1e-6 * r**2 and abs(err[i, k] - e[0]) < 1e-9
 
 
-def test_matches_sep_with_footprints_everywhere():
-    """Many footprints, own labels (and 0 = none), positions across the edges and all nine radii:
-    the one-pass kernel against sep.sum_circle (segmap + seg_id) to 1e-6 relative."""
-    rng = np.random.default_rng(11)
-    ny, nx = 420, 380
+def _disc_scene(seed: int, ny: int, nx: int, n: int, low, high, radii: tuple[float, float]):
+    """A noise image with variance and a label map of n discs (centres uniform in [low, high), radii
+    uniform in ``radii``; a later disc does not take pixels of an earlier one); the generator is
+    returned for further draws."""
+    rng = np.random.default_rng(seed)
     image = (rng.normal(size=(ny, nx)) * 30 + 5).astype(np.float32)
     var = (900 + 100 * rng.random((ny, nx))).astype(np.float32)
     yy, xx = np.mgrid[:ny, :nx]
     labels = np.zeros((ny, nx), np.int32)
-    centres = rng.uniform(-10, [nx + 10, ny + 10], size=(150, 2))
+    centres = rng.uniform(low, high, size=(n, 2))
     for lab, (cx, cy) in enumerate(centres, start=1):
-        labels[(np.hypot(xx - cx, yy - cy) < rng.uniform(2, 12)) & (labels == 0)] = lab
+        labels[(np.hypot(xx - cx, yy - cy) < rng.uniform(*radii)) & (labels == 0)] = lab
+    return rng, image, var, labels, centres
+
+
+def test_matches_sep_with_footprints_everywhere():
+    """Many footprints, own labels (and 0 = none), positions across the edges and all nine radii:
+    the one-pass kernel against sep.sum_circle (segmap + seg_id) to 1e-6 relative."""
+    ny, nx = 420, 380
+    rng, image, var, labels, centres = _disc_scene(11, ny, nx, 150, -10, [nx + 10, ny + 10], (2, 12))
     x, y = centres[:, 0] + rng.normal(0, 1, 150), centres[:, 1] + rng.normal(0, 1, 150)
     own = np.where(rng.random(150) < 0.2, 0, np.arange(1, 151))
     flux, err, flag = ApertureSummer(image, var, labels > 0).fluxes(x, y, RADII, labels, own)
@@ -111,15 +119,9 @@ def test_blend_parents_own_all_their_childrens_pixels():
     pass as children and sky positions: against sep.sum_circle on the parent label map."""
     from scipy import ndimage
 
-    rng = np.random.default_rng(12)
     ny, nx = 300, 320
-    image = (rng.normal(size=(ny, nx)) * 30 + 5).astype(np.float32)
-    var = (900 + 100 * rng.random((ny, nx))).astype(np.float32)
-    yy, xx = np.mgrid[:ny, :nx]
-    labels = np.zeros((ny, nx), np.int32)
-    centres = rng.uniform(20, [nx - 20, ny - 20], size=(60, 2))
-    for lab, (cx, cy) in enumerate(centres, start=1):  # overlapping discs: children of shared parents
-        labels[(np.hypot(xx - cx, yy - cy) < rng.uniform(4, 14)) & (labels == 0)] = lab
+    # overlapping discs: children of shared parents
+    rng, image, var, labels, centres = _disc_scene(12, ny, nx, 60, 20, [nx - 20, ny - 20], (4, 14))
     parent_map, n_parents = ndimage.label(labels > 0, structure=np.ones((3, 3), bool))
     present = np.unique(labels[labels > 0])
     parent = np.zeros(60, np.int64)

@@ -18,6 +18,7 @@ import math
 import numba
 import numpy as np
 
+from skydp.pipeline.clipped_sums import sums_within
 from skydp.pipeline.exact_apertures import aperture_sums, label_index
 from skydp.pipeline.stamps import round_half_up
 
@@ -176,15 +177,7 @@ def _clipped_annulus(image: np.ndarray, bad: np.ndarray, cx: np.ndarray, cy: np.
         lo, hi = -np.inf, np.inf  # the clipped values are those outside every round's limits
         n_before = -1
         for iteration in range(CLIP_ITERATIONS + 1):
-            total = sq = 0.0
-            n_use = 0
-            for q in range(count):
-                v = values[q]
-                if lo <= v <= hi:
-                    d = v - shift
-                    total += d
-                    sq += d * d
-                    n_use += 1
+            total, sq, n_use = sums_within(values, count, shift, lo, hi)
             if n_use == n_before or n_use == 0:  # the last clip removed nothing: statistics stand
                 break
             m = total / n_use

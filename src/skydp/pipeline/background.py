@@ -16,6 +16,8 @@ import sep
 from scipy import sparse
 from scipy.interpolate import BSpline, make_interp_spline
 
+from skydp.pipeline.clipped_sums import sums_within
+
 
 @dataclass
 class Background:
@@ -135,24 +137,12 @@ def _clipped_mesh_means(image: np.ndarray, masked: np.ndarray, mesh: int) -> tup
             shift = values[0]
             lo, hi = -np.inf, np.inf
             for _ in range(3):
-                total = sq = 0.0
-                left = 0
-                for q in range(n):
-                    v = values[q]
-                    if lo <= v <= hi:
-                        d = v - shift
-                        total += d
-                        sq += d * d
-                        left += 1
+                total, sq, left = sums_within(values, n, shift, lo, hi)
                 m = total / left
                 s = math.sqrt(max(sq / left - m * m, 0.0))
                 mean[cy, cx], std[cy, cx] = shift + m, s
                 lo, hi = max(lo, shift + m - 3.0 * s), min(hi, shift + m + 3.0 * s)
-            left = 0
-            for q in range(n):
-                if lo <= values[q] <= hi:
-                    left += 1
-            count[cy, cx] = left
+            count[cy, cx] = sums_within(values, n, shift, lo, hi)[2]
     return mean, std, count
 
 
