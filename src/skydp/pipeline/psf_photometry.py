@@ -171,10 +171,11 @@ def _usable_stamps(image: np.ndarray, variance: np.ndarray, bad: np.ndarray, lab
 def _cores_from_images(psf_images_at, size: int):
     """``psf_cores_at`` from a full-stamp ``psf_images_at``: the central box and its spectral
     derivatives (the derivative matrix restricted to the box's rows, so two small products)."""
+    full = _derivative_matrix(size)
 
     def cores_at(x: np.ndarray, y: np.ndarray, core: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         inner = slice((size - core) // 2, (size - core) // 2 + core)
-        deriv = _derivative_matrix(size)[inner]  # (core, size): spectral d/dx of a row, core outputs only
+        deriv = full[inner]  # (core, size): spectral d/dx of a row, core outputs only
         psf = psf_images_at(x, y)
         return psf[:, inner, inner], psf[:, inner, :] @ deriv.T, deriv @ psf[:, :, inner]
 
