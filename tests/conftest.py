@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs as `pytest -n 2` on two cores: each worker already has a core, and BLAS threads
+# on top of that only spin-wait against the other worker (in CI the whole-ETL fixtures ran 3-5x
+# slower than alone). A plugin has imported numpy in this process already; the xdist workers,
+# started after this file is read, inherit the variables.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKYDP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 SHARED_REFERENCE = SHARED_DATA.parent / "reference"
