@@ -5,7 +5,9 @@ Every source is measured on its own pixels: pixels of other sources' footprints 
 pixels (zero in the image and variance planes handed in). The sums are those of sep's exact
 ``sum_circle`` given the footprint map as ``segmap`` with the source's own label as ``seg_id``
 and no ``mask`` (pixels of other labels skipped, not replaced by the aperture mean); the
-variance sum weights each pixel's variance by its overlap fraction, as sep does. They are
+variance sum weights each pixel's variance by its overlap fraction squared: the variance of the
+flux sum for independent pixels (sep and photutils weight by the fraction itself, which overstates
+the error of small apertures: 6% for the 3-px one, 13% for 1.5 px on noise, as a test shows). They are
 computed by ``exact_apertures.aperture_sums``, all radii in one pass per source, several times
 faster than sep for the nine DP1 radii (tests compare the two). Radii below 1 px are refused
 (such apertures carry no useful flux, and sep, the reference, is not exact below ~0.71 px).

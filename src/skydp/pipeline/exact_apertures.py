@@ -114,9 +114,10 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                   xs: np.ndarray, ys: np.ndarray, own: np.ndarray, owns_group: np.ndarray, group: np.ndarray,
                   members_start: np.ndarray, members: np.ndarray, start: np.ndarray, pixels: np.ndarray,
                   radii: np.ndarray, flux: np.ndarray, var_sum: np.ndarray) -> None:
-    """flux[n, k] = sum of overlap * image and var_sum[n, k] = sum of overlap * variance over the
-    disc of radius radii[k] about array position (xs[n], ys[n]) (pixel (i, j) covers
-    [i - 1/2, i + 1/2] x [j - 1/2, j + 1/2]); flux and var_sum must start at zero.
+    """flux[n, k] = sum of overlap * image and var_sum[n, k] = sum of overlap^2 * variance (the
+    variance of that sum for independent pixels) over the disc of radius radii[k] about array
+    position (xs[n], ys[n]) (pixel (i, j) covers [i - 1/2, i + 1/2] x [j - 1/2, j + 1/2]); flux
+    and var_sum must start at zero.
 
     Pixels off the image count as zero, as do (when ``use_segmap``) pixels whose segmap label is
     neither 0 nor owned by source n: label own[n], or where ``owns_group[n]`` every label l with
@@ -206,7 +207,7 @@ def aperture_sums(image: np.ndarray, variance: np.ndarray, segmap: np.ndarray, u
                         lab = segmap[j, i] if use_segmap else 0
                         if lab == 0 or (group[lab] if by_group else lab) == own_label:
                             f_row += frac * image[j, i]
-                            v_row += frac * variance[j, i]
+                            v_row += frac * frac * variance[j, i]
                 flux[n, k] += f_row
                 var_sum[n, k] += v_row
             w_lo[slot, :] = w_hi  # this row's upper edge is the next row's lower edge
