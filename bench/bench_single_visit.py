@@ -1,6 +1,8 @@
 """Single-visit benchmark: process_visit_image vs sep alone vs photutils on a 4k x 4k image with
 ~5000 Moffat stars (single thread, median of N runs, peak RSS per tool in a fresh subprocess).
-Peers: "sep" = background + extract + sum_circle (the issue's definition); "photutils" = the
+Peers: "sep" = background + extract + sum_circle (the issue's definition) in its lightest form: a
+global-RMS threshold and one 5-px aperture; "sep-dp1" = the same three calls for the outputs of our
+step: the variance plane for the threshold and the errors, and the nine DP1 apertures; "photutils" = the
 equivalent work (detection, deblending, nine apertures, annulus sky, PSF fit: see run_photutils);
 "photutils-detect" = its detection half with one aperture, the lighter peer used until session 3.
 photutils' deblend_sources needs scikit-image (benchmark-only dependency, like photutils).
@@ -82,15 +84,22 @@ def run_ours(image, var):
     return time.perf_counter() - t, int(np.sum(~result.sources["sky_source"].to_numpy(zero_copy_only=False)))
 
 
-def run_sep(image, var):
+def run_sep(image, var, dp1: bool = False):
+    """sep.Background + extract + sum_circle; ``dp1``: with the variance plane and the nine DP1 radii."""
     import sep
 
     t = time.perf_counter()
     sep.set_extract_pixstack(5_000_000)
     bkg = sep.Background(image, bw=64, bh=64, fw=3, fh=3)
     sub = image - bkg.back()
-    objects = sep.extract(sub, 5.0, err=bkg.globalrms, minarea=5)
-    sep.sum_circle(sub, objects["x"], objects["y"], 5.0, err=bkg.globalrms)
+    if dp1:
+        objects = sep.extract(sub, 5.0, var=var, minarea=5)
+        x, y = np.asarray(objects["x"], float), np.asarray(objects["y"], float)
+        for r in APERTURE_RADII:  # one call per radius: sep broadcasts (n, 1) x (1, 9) only with a segmap
+            sep.sum_circle(sub, x, y, float(r), var=var, subpix=0)
+    else:
+        objects = sep.extract(sub, 5.0, err=bkg.globalrms, minarea=5)
+        sep.sum_circle(sub, objects["x"], objects["y"], 5.0, err=bkg.globalrms)
     return time.perf_counter() - t, len(objects)
 
 
@@ -149,7 +158,8 @@ def run_photutils(image, var):
 
 def child(tool: str, size: int, n: int, repeat: int) -> None:
     image, var = make_image(size, n)
-    fn = {"ours": run_ours, "sep": run_sep, "photutils": run_photutils, "photutils-detect": run_photutils_detect}[tool]
+    fn = {"ours": run_ours, "sep": run_sep, "sep-dp1": lambda im, v: run_sep(im, v, dp1=True),
+          "photutils": run_photutils, "photutils-detect": run_photutils_detect}[tool]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu, count = [], [], 0
     for _ in range(repeat):
@@ -183,7 +193,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--child")
-    ap.add_argument("--tools", default="ours,sep,photutils,photutils-detect")
+    ap.add_argument("--tools", default="ours,sep,sep-dp1,photutils,photutils-detect")
     ap.add_argument("--profile", type=int, metavar="TOP", help="profile ours once; print the TOP entries")
     args = ap.parse_args()
     if args.profile:
@@ -206,7 +216,7 @@ def main() -> None:
         print(f"{tool:<16} {r['median_s']:7.2f} {r['median_cpu_s']:7.2f} {r['n']:8d} {r['peak_rss_mb']:12.0f}  "
               f"{np.round(r['times'], 2)}")
     if "ours" in rows:
-        for tool in ("sep", "photutils", "photutils-detect"):
+        for tool in ("sep", "sep-dp1", "photutils", "photutils-detect"):
             if tool in rows:
                 print(f"ours / {tool}: wall {rows['ours']['median_s'] / rows[tool]['median_s']:.2f}x, "
                       f"CPU {rows['ours']['median_cpu_s'] / rows[tool]['median_cpu_s']:.2f}x")
