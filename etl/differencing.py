@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from skydp import tables
 from skydp.checksums import sha256_of
 from skydp.diffim.recreate import DifferenceRecipe, RecipeFile, read_recipe, recipe_path, write_recipe
+from skydp.diffim.template import choose_template_tract
 from skydp.etl.coadds import TEMPLATE_TYPE
 from skydp.etl.image_metadata import footprint
 from skydp.etl.processed import ProcessedImage, processed_images
@@ -53,7 +54,7 @@ def plan(repo: Repository) -> list[Unit]:
 
 
 def _covering_templates(image: ProcessedImage, templates: dict) -> list:
-    """The template patches of the tract that holds most of the image's overlapping patches."""
+    """The template patches of the tract whose templates cover most of the image (choose_template_tract)."""
     by_tract = defaultdict(list)
     for tract, patch in DEFAULT_SKYMAP.patches_overlapping(*image.corners):
         found = templates.get((image.band, int(tract)), {}).get(int(patch))
@@ -61,7 +62,7 @@ def _covering_templates(image: ProcessedImage, templates: dict) -> list:
             by_tract[int(tract)].append(found)
     if not by_tract:
         return []
-    best = max(sorted(by_tract), key=lambda t: len(by_tract[t]))
+    best = choose_template_tract(image.corners, {t: [d.data_id["patch"] for d in found] for t, found in by_tract.items()})
     return sorted(by_tract[best], key=lambda d: d.data_id["patch"])
 
 

@@ -123,3 +123,55 @@ def test_bad_input() -> None:
         SkyMap(num_rings=10)
     with pytest.raises(ValueError, match="corners"):
         DEFAULT_SKYMAP.patches_overlapping(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
+
+
+def _square(c_ra: float, c_dec: float, half: float, rot: float) -> tuple[np.ndarray, np.ndarray]:
+    """Corners (ll, ul, ur, lr) of a square of half-side ``half`` deg rotated by ``rot`` rad."""
+    corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]) * half
+    off = corners @ np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]).T
+    return c_ra + off[:, 0] / np.cos(np.radians(c_dec)), c_dec + off[:, 1]
+
+
+def test_coverage_of_a_footprint_by_patches() -> None:
+    sm = DEFAULT_SKYMAP
+    tract = 5063
+    wcs = sm.tract_wcs(tract)
+    # a 2000 px square inside patch 55's inner box: covered by that patch alone
+    x0, y0, x1, y1 = sm.patch_info(tract, 55).inner_bbox
+    xs = np.array([x0 + 500, x0 + 500, x0 + 2500, x0 + 2500], float)
+    ys = np.array([y0 + 500, y0 + 2500, y0 + 2500, y0 + 500], float)
+    ra, dec = wcs.pixel_to_world_values(xs, ys)
+    assert sm.coverage(tract, [55], ra, dec) == 1.0
+    assert sm.coverage(tract, [0, 99], ra, dec) == 0.0
+    # a square centred on the right edge of the tract's patch grid: half of it lies beyond
+    edge = sm.tract_size + sm.patch_border - 0.5  # pixel edge of the outermost patches' outer boxes
+    xs = np.array([edge - 1000, edge - 1000, edge + 1000, edge + 1000])
+    ys = np.array([20000.0, 22000.0, 22000.0, 20000.0])
+    ra, dec = wcs.pixel_to_world_values(xs, ys)
+    assert sm.coverage(tract, range(N_PATCHES), ra, dec) == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ValueError, match="4 corners"):
+        sm.coverage(tract, [55], ra[:3], dec[:3])
+
+
+def test_template_tract_choice_covers_detectors_at_tract_edges() -> None:
+    """4k x 4k detectors (0.2"/px) at random places and angles until the tract with the most
+    overlapping patches leaves part of one uncovered (~3.5% of detectors on this sky map): the
+    chosen tract, with every patch available, covers all of it."""
+    from skydp.diffim.template import choose_template_tract
+
+    sm = DEFAULT_SKYMAP
+    rng = np.random.default_rng(7)
+    half = 4096 * 0.2 / 3600 / 2
+    for _ in range(1000):
+        ra, dec = _square(rng.uniform(0, 360), rng.uniform(-60, 5), half, rng.uniform(0, np.pi))
+        available: dict[int, list[int]] = {}
+        for t, p in sm.patches_overlapping(ra, dec):
+            available.setdefault(t, []).append(p)
+        most_patches = max(sorted(available), key=lambda t: len(available[t]))
+        if sm.coverage(most_patches, available[most_patches], ra, dec) < 0.99:
+            break
+    else:
+        pytest.fail("no detector at a tract edge found")
+    chosen = choose_template_tract((ra, dec), available)
+    assert sm.coverage(chosen, available[chosen], ra, dec) == 1.0
+    assert chosen != most_patches

@@ -17,6 +17,7 @@ position is patch-inner in exactly one patch of its own tract. Patch index = px 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,6 +249,29 @@ class SkyMap:
             hit = _convex_polygon_hits_boxes(np.column_stack([x, y]), boxes, size)
             found.extend((int(tract), int(p)) for p in np.flatnonzero(hit))
         return found
+
+    def coverage(self, tract: int, patches: Sequence[int], ra: np.ndarray, dec: np.ndarray,
+                 samples: int = 32) -> float:
+        """Fraction of the quadrilateral with corners (ra, dec) (in order around it, e.g. an
+        image's ll, ul, ur, lr) that the outer regions of ``patches`` of ``tract`` cover: the share of
+        a samples x samples grid of points, bilinear between the corners in the tract's pixel frame
+        (a detector is a quadrilateral there to far below a pixel)."""
+        ra = np.asarray(ra, dtype=float)
+        dec = np.asarray(dec, dtype=float)
+        if ra.shape != (4,) or dec.shape != (4,):
+            raise ValueError(f"coverage needs the 4 corners of a quadrilateral, got ra{ra.shape} dec{dec.shape}")
+        x, y = self.tract_pixels(self._check_tract(tract), ra, dec)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or not len(patches):
+            return 0.0
+        t = (np.arange(samples) + 0.5) / samples
+        u, v = np.meshgrid(t, t)  # u: from edge ll-ul to edge lr-ur, v: from ll to ul
+        px = (1 - u) * ((1 - v) * x[0] + v * x[1]) + u * ((1 - v) * x[3] + v * x[2])
+        py = (1 - u) * ((1 - v) * y[0] + v * y[1]) + u * ((1 - v) * y[3] + v * y[2])
+        inside = np.zeros(px.shape, dtype=bool)
+        for patch in patches:
+            x0, y0, x1, y1 = self.patch_info(tract, patch).outer_bbox
+            inside |= (px >= x0 - 0.5) & (px < x1 - 0.5) & (py >= y0 - 0.5) & (py < y1 - 0.5)
+        return float(inside.mean())
 
 
 def _convex_polygon_hits_boxes(poly: np.ndarray, lows: np.ndarray, size: float) -> np.ndarray:
