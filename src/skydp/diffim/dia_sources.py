@@ -11,8 +11,9 @@ Measurement: PSF-fit centroid (on the sign-flipped image for negative detections
 the two lobes for dipoles) with errors; psfFlux = signed PSF amplitude at the centroid (LSST
 base_PsfFlux); apFlux in a 12 px circle; adaptive moments of the (sign-flipped) detection and of
 the PSF in arcsec^2; scienceFlux and templateFlux = forced PSF fluxes on the visit image and on the
-matched template (templateFluxErr corrected for the template noise correlated by the matching kernel,
-``convolved_noise_factor``); pixel flags from the mask over the footprint and the 3 x 3 centre.
+matched template (templateFluxErr corrected for the template noise correlated by the warp,
+``warp.covariance_factor``, and by the matching kernel, ``convolved_noise_factor``); pixel flags
+from the mask over the footprint and the 3 x 3 centre.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.pixel_flags import footprint_mask_bits, pixel_flags
 from skydp.pipeline.psf_photometry import fit_psf, measurement_stamps
 from skydp.pipeline.stamps import StampCutter, round_half_up
+from skydp.warp import covariance_factor
 
 # Forced-photometry PSF phases: DiaSources are few per image, so a coarse table (4 x 4 phases, centring
 # error <= 1/8 px, flux bias < 0.3 % for sigma >= 1.5 px) instead of the default 16 x 16 (2.5 s per image)
@@ -163,11 +165,14 @@ def detect_dia_sources(diff: Difference, science: Exposure, config: DiffimConfig
     ra, dec, ra_err, dec_err, ra_dec_cov = exp.pixel_to_sky_with_errors(px, py, x_err**2, y_err**2, xy_cov)
     sci = forced_photometry_xy(science, px, py, phases=FORCED_PHASES)
     tmpl = forced_photometry_xy(diff.matched_template, px, py, phases=FORCED_PHASES)
-    template_err = tmpl["psfFluxErr"].to_numpy(zero_copy_only=False)
+    # the matched template's noise is correlated by the warp and the kernel; the forced fit's error
+    # assumes independent pixels. The PSF (x) kernel is broad next to the Lanczos kernel, so the
+    # warp's factor is its large-area limit.
+    template_var_factor = np.full(n, covariance_factor() if diff.template_warped else 1.0)
     if diff.convolved == "template" and diff.kernel is not None:
-        # the matched template's noise is correlated by the kernel: the forced fit's error assumes it is not
         psfs = diff.matched_template.psf.images_at(px, py)
-        template_err = template_err * np.sqrt(convolved_noise_factor(psfs, diff.kernel.kernel_images(x, y)))
+        template_var_factor *= convolved_noise_factor(psfs, diff.kernel.kernel_images(x, y))
+    template_err = tmpl["psfFluxErr"].to_numpy(zero_copy_only=False) * np.sqrt(template_var_factor)
     info = exp.info
     counter = np.arange(1, n + 1)
     dia_id = ids.source_id(info.visit, info.detector, counter) if info.visit else counter

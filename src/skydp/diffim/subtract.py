@@ -47,6 +47,7 @@ class Difference:
     kernel: KernelSolution
     convolved: str  # "template" or "science"
     decorrelation: np.ndarray | None  # real-space decorrelation kernel applied (None when off)
+    template_warped: bool = False  # resampled onto the science grid: its noise is correlated (warp.covariance_factor)
 
 
 def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig | None = None,
@@ -62,7 +63,8 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
     config = config or DiffimConfig()
     _check(science, "science")
     _check(template, "template")
-    if not same_grid(science, template):
+    warped = not same_grid(science, template)
+    if warped:
         template = _warp(template, science)
     sci = _Planes.of(science, "science")
     tmp = _Planes.of(template, "template")
@@ -152,7 +154,8 @@ def subtract_images(science: Exposure, template: Exposure, config: DiffimConfig 
                                 wcs=science.wcs.deepcopy(), psf=matched_psf, xy0=science.xy0,
                                 info=dataclasses.replace(template.info, warnings=list(template.info.warnings)))
     return Difference(difference=difference, matched_template=matched_template, kernel=solution,
-                      convolved="template" if convolve_template else "science", decorrelation=phi)
+                      convolved="template" if convolve_template else "science", decorrelation=phi,
+                      template_warped=warped)
 
 
 def _fixed_kernel_sum(flux_ratio: float | None, convolve_template: bool) -> float | None:
