@@ -62,7 +62,8 @@ def _covering_templates(image: ProcessedImage, templates: dict) -> list:
             by_tract[int(tract)].append(found)
     if not by_tract:
         return []
-    best = choose_template_tract(image.corners, {t: [d.data_id["patch"] for d in found] for t, found in by_tract.items()})
+    patches = {t: [d.data_id["patch"] for d in found] for t, found in by_tract.items()}
+    best = choose_template_tract(image.corners, patches)
     return sorted(by_tract[best], key=lambda d: d.data_id["patch"])
 
 
