@@ -55,15 +55,16 @@ def plan(repo: Repository) -> list[Unit]:
 
 def _covering_templates(image: ProcessedImage, templates: dict) -> list:
     """The template patches of the tract whose templates cover most of the image (choose_template_tract)."""
+    corners = image.corners
     by_tract = defaultdict(list)
-    for tract, patch in DEFAULT_SKYMAP.patches_overlapping(*image.corners):
+    for tract, patch in DEFAULT_SKYMAP.patches_overlapping(*corners):
         found = templates.get((image.band, int(tract)), {}).get(int(patch))
         if found is not None:
             by_tract[int(tract)].append(found)
     if not by_tract:
         return []
     patches = {t: [d.data_id["patch"] for d in found] for t, found in by_tract.items()}
-    best = choose_template_tract(image.corners, patches)
+    best = choose_template_tract(corners, patches)
     return sorted(by_tract[best], key=lambda d: d.data_id["patch"])
 
 

@@ -85,15 +85,19 @@ def test_patch_info_geometry() -> None:
     assert info.index == (info.patch % 10, info.patch // 10)
 
 
+def _square(c_ra: float, c_dec: float, half: float, rot: float) -> tuple[np.ndarray, np.ndarray]:
+    """Corners (ll, ul, ur, lr) of a square of half-side ``half`` deg rotated by ``rot`` rad."""
+    corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]) * half
+    off = corners @ np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]).T
+    return c_ra + off[:, 0] / np.cos(np.radians(c_dec)), c_dec + off[:, 1]
+
+
 def test_patches_overlapping_a_detector_footprint() -> None:
     """Brute force: points sampled over a rotated 0.3 deg square fall in outer boxes of listed patches only,
     and every listed patch's outer box receives some of them."""
     c_ra, c_dec, half, rot = 150.7, 2.2, 0.15, np.radians(25.0)
-    corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]) * half
+    ra, dec = _square(c_ra, c_dec, half, rot)
     rotm = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
-    off = corners @ rotm.T
-    ra = c_ra + off[:, 0] / np.cos(np.radians(c_dec))
-    dec = c_dec + off[:, 1]
     found = set(DEFAULT_SKYMAP.patches_overlapping(ra, dec))
     u, v = np.meshgrid(np.linspace(-1, 1, 300), np.linspace(-1, 1, 300))
     pts = np.column_stack([u.ravel(), v.ravel()]) * half @ rotm.T
@@ -123,13 +127,6 @@ def test_bad_input() -> None:
         SkyMap(num_rings=10)
     with pytest.raises(ValueError, match="corners"):
         DEFAULT_SKYMAP.patches_overlapping(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
-
-
-def _square(c_ra: float, c_dec: float, half: float, rot: float) -> tuple[np.ndarray, np.ndarray]:
-    """Corners (ll, ul, ur, lr) of a square of half-side ``half`` deg rotated by ``rot`` rad."""
-    corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]) * half
-    off = corners @ np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]).T
-    return c_ra + off[:, 0] / np.cos(np.radians(c_dec)), c_dec + off[:, 1]
 
 
 def test_coverage_of_a_footprint_by_patches() -> None:
