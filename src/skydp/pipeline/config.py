@@ -41,6 +41,7 @@ class SingleVisitConfig:
     local_background_radii: tuple[float, float] = (7.0, 15.0)  # in PSF sigma
     extendedness_ratio: float = 0.95
     n_sky_sources: int = 100
+    n_empty_apertures: int = 1000  # blank 12-px apertures measuring calibFluxErr's extra term; 0: none
     # 7. aperture correction
     apcorr_min_snr: float = 50.0
     apcorr_order: int = 1  # 2-D Chebyshev order, lowered when there are too few stars

@@ -18,6 +18,7 @@ from skydp.pipeline.classification import classify
 from skydp.pipeline.config import APERTURE_RADII, CALIB_APERTURE_RADIUS, SingleVisitConfig
 from skydp.pipeline.cosmic_rays import find_cosmic_rays, interpolate_over, psf_sharpness_ratios
 from skydp.pipeline.detection import Footprints, detect, disk_dilate, gaussian_kernel_1d, snr_image
+from skydp.pipeline.empty_apertures import MIN_APERTURES, empty_aperture_noise
 from skydp.pipeline.moments import adaptive_moments
 from skydp.pipeline.pixel_flags import FLAG_PLANES, footprint_area_and_bits, pixel_flags
 from skydp.pipeline.psf_estimation import PsfEstimationError, estimate_psf, gaussian_psf
@@ -286,10 +287,15 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     row_labels = np.concatenate([g[4] for g in groups])
 
     # apertures of all rows in one sweep: blend parents own their children's pixels
-    flux, err, flag = ApertureSummer(exp.image, var_work, detected).fluxes(
-        cols["x"], cols["y"], APERTURE_RADII, found.segmap, row_labels, found.parent, kind == KIND_PARENT)
+    summer = ApertureSummer(exp.image, var_work, detected)
+    flux, err, flag = summer.fluxes(cols["x"], cols["y"], APERTURE_RADII, found.segmap, row_labels, found.parent,
+                                    kind == KIND_PARENT)
     for j, r in enumerate(APERTURE_RADII):
         cols[f"ap{r:02d}Flux"], cols[f"ap{r:02d}FluxErr"], cols[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
+    empty = empty_aperture_noise(summer, avoid, CALIB_APERTURE_RADIUS, config.n_empty_apertures, rng)
+    if config.n_empty_apertures > 0 and empty.n_apertures < MIN_APERTURES:
+        exp.info.warnings.append(f"only {empty.n_apertures} blank {CALIB_APERTURE_RADIUS:g}-px apertures fit between "
+                                 "the detections: calibFluxErr holds pixel noise only")
 
     # deblending bookkeeping: parents get deblend_nChild, children their parent's row
     parent_row_of_label = np.full(found.n_parents + 1, -1, dtype=np.int64)
@@ -299,7 +305,7 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     cols["deblend_nChild"] = np.zeros(n_rows, dtype=np.int32)
     cols["deblend_nChild"][n_src:n_src + len(blend_parents)] = n_child[blend_parents - 1]
 
-    _apply_aperture_correction(cols, kind, config, (ny, nx))
+    _apply_aperture_correction(cols, kind, config, (ny, nx), empty.variance)
     classify(cols, config.extendedness_ratio)
     # parent coordinates and sky positions
     cols["x"] = cols["x"] + exp.xy0[0]
@@ -360,12 +366,13 @@ def _circle_overlap(size: int, radius: float, oversample: int = 16) -> np.ndarra
 
 
 def _apply_aperture_correction(cols: dict, kind: np.ndarray, config: SingleVisitConfig,
-                               shape: tuple[int, int]) -> None:
-    """calibFlux = 12-px aperture scaled to total by the PSF model's encircled energy; psfFlux and
-    gaussianFlux are corrected to it with Chebyshev fields fitted on bright isolated stars."""
+                               shape: tuple[int, int], empty_variance: float) -> None:
+    """calibFlux = 12-px aperture scaled to total by the PSF model's encircled energy, its error
+    with the empty-aperture variance added; psfFlux and gaussianFlux are corrected to it with
+    Chebyshev fields fitted on bright isolated stars."""
     ee = cols.pop("_ee_calib")
     cols["calibFlux"] = cols["ap12Flux"] / ee
-    cols["calibFluxErr"] = cols["ap12FluxErr"] / ee
+    cols["calibFluxErr"] = np.sqrt(cols["ap12FluxErr"] ** 2 + empty_variance) / ee
     with np.errstate(divide="ignore", invalid="ignore"):
         trace_ratio = (cols["ixx"] + cols["iyy"]) / (cols["ixxPSF"] + cols["iyyPSF"])
         snr = cols["psfFlux"] / cols["psfFluxErr"]
