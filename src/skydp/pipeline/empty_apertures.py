@@ -38,12 +38,12 @@ class EmptyApertureNoise:
     ratio: float  # std of the blank sums / their pixel-noise error (NaN when too few)
 
 
-def empty_aperture_noise(summer: ApertureSummer, avoid: np.ndarray, radius: float, n: int,
+def empty_aperture_noise(image: np.ndarray, variance: np.ndarray, avoid: np.ndarray, radius: float, n: int,
                          rng: np.random.Generator) -> EmptyApertureNoise:
-    """Sum ``n`` apertures of ``radius`` px at random blank positions (no ``avoid`` pixel within the
-    aperture's bounding box) of ``summer``'s image and compare their sigma-clipped scatter with
-    the pixel-noise errors of the same sums."""
-    ny, nx = summer.shape
+    """Sum ``n`` apertures of ``radius`` px at random blank positions of ``image`` (no ``avoid``
+    pixel, e.g. detected or unusable, within the aperture's bounding box) and compare their
+    sigma-clipped scatter with the pixel-noise errors of the same sums (from ``variance``)."""
+    ny, nx = image.shape
     h = int(math.ceil(radius))
     if n <= 0 or nx <= 2 * h + 2 or ny <= 2 * h + 2:
         return EmptyApertureNoise(0.0, 0, float("nan"))
@@ -53,6 +53,8 @@ def empty_aperture_noise(summer: ApertureSummer, avoid: np.ndarray, radius: floa
     ty = rng.integers(h, ny - h, n * TRIALS_PER_APERTURE)
     clear = ~np.any(cutter.cut("avoid", tx, ty, 2 * h + 1), axis=(1, 2))
     tx, ty = tx[clear][:n].astype(np.float64), ty[clear][:n].astype(np.float64)
+    # the boxes hold no avoided pixel, so no footprint needs excluding (and no label map building)
+    summer = ApertureSummer(image, variance, np.zeros(image.shape, dtype=bool))
     flux, err, flag = summer.fluxes(tx, ty, (radius,))
     flux, err = flux[~flag[:, 0], 0], err[~flag[:, 0], 0]
     if flux.size < MIN_APERTURES:

@@ -287,12 +287,11 @@ def _measure(exp: Exposure, var_work: np.ndarray, unusable: np.ndarray, detected
     row_labels = np.concatenate([g[4] for g in groups])
 
     # apertures of all rows in one sweep: blend parents own their children's pixels
-    summer = ApertureSummer(exp.image, var_work, detected)
-    flux, err, flag = summer.fluxes(cols["x"], cols["y"], APERTURE_RADII, found.segmap, row_labels, found.parent,
-                                    kind == KIND_PARENT)
+    flux, err, flag = ApertureSummer(exp.image, var_work, detected).fluxes(
+        cols["x"], cols["y"], APERTURE_RADII, found.segmap, row_labels, found.parent, kind == KIND_PARENT)
     for j, r in enumerate(APERTURE_RADII):
         cols[f"ap{r:02d}Flux"], cols[f"ap{r:02d}FluxErr"], cols[f"ap{r:02d}Flux_flag"] = flux[:, j], err[:, j], flag[:, j]
-    empty = empty_aperture_noise(summer, avoid, CALIB_APERTURE_RADIUS, config.n_empty_apertures, rng)
+    empty = empty_aperture_noise(exp.image, var_work, avoid, CALIB_APERTURE_RADIUS, config.n_empty_apertures, rng)
     if config.n_empty_apertures > 0 and empty.n_apertures < MIN_APERTURES:
         exp.info.warnings.append(f"only {empty.n_apertures} blank {CALIB_APERTURE_RADIUS:g}-px apertures fit between "
                                  "the detections: calibFluxErr holds pixel noise only")
