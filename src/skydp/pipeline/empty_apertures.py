@@ -44,7 +44,7 @@ def empty_aperture_noise(image: np.ndarray, variance: np.ndarray, avoid: np.ndar
     pixel, e.g. detected or unusable, within the aperture's bounding box) and compare their
     sigma-clipped scatter with the pixel-noise errors of the same sums (from ``variance``)."""
     ny, nx = image.shape
-    h = int(math.ceil(radius))
+    h = math.ceil(radius)
     if n <= 0 or nx <= 2 * h + 2 or ny <= 2 * h + 2:
         return EmptyApertureNoise(0.0, 0, float("nan"))
     cutter = StampCutter(h)
