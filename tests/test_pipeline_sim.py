@@ -53,6 +53,11 @@ def _sky_sigma(exposure: Exposure) -> float:
     return float(np.sqrt(np.median(var[np.isfinite(var) & (var > 0)])))
 
 
+def _true_snr(flux: np.ndarray, psf: np.ndarray, exposure: Exposure) -> np.ndarray:
+    """True PSF S/N of objects of ``flux`` with true PSF stamps ``psf`` (N, S, S) on ``exposure``."""
+    return flux * np.sqrt(np.sum(psf**2, axis=(1, 2))) / _sky_sigma(exposure)
+
+
 def _process(outdir: Path) -> dict[int, Visit]:
     visits = {}
     for row in pl.read_parquet(outdir / "visits.parquet").iter_rows(named=True):
@@ -83,9 +88,7 @@ def _truth(outdir: Path, visits: dict[int, Visit], true_psf: dict[int, Exposure]
                                          iterations=3)
         ix, iy = np.clip(np.round(x).astype(int), 0, nx - 1), np.clip(np.round(y).astype(int), 0, ny - 1)
         usable = ~masked[iy, ix] & (x > 10) & (x < nx - 11) & (y > 10) & (y < ny - 11)
-        psf = true_psf[visit].psf.images_at(x, y)
-        sky_sigma = _sky_sigma(exp)
-        snr = flux * np.sqrt(np.sum(psf**2, axis=(1, 2))) / sky_sigma
+        snr = _true_snr(flux, true_psf[visit].psf.images_at(x, y), exp)
         t = v.result.sources
         real = ~t["sky_source"].to_numpy(zero_copy_only=False) & (t["deblend_nChild"].to_numpy() == 0)
         sx, sy = np.where(real, t["x"].to_numpy(), -1e9), t["y"].to_numpy()
@@ -173,7 +176,7 @@ def _calib_light_of_others(outdir: Path, visits: dict[int, Visit], t: dict[str, 
         half = size // 2
         scene = np.zeros((ny + 2 * size, nx + 2 * size))
         stamps = psf.images_at(x, y)
-        shown = flux * np.sqrt(np.sum(stamps**2, axis=(1, 2))) / _sky_sigma(v.exposure) >= min_snr
+        shown = _true_snr(flux, stamps, v.exposure) >= min_snr
         x, y, flux, stamps = x[shown], y[shown], flux[shown], stamps[shown] * flux[shown, None, None]
         cx, cy = np.floor(x + 0.5).astype(int) + size, np.floor(y + 0.5).astype(int) + size
         for k in range(len(x)):

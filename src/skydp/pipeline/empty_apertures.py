@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.stats import sigma_clip
 from scipy import stats
 
 from skydp.pipeline.apertures import ApertureSummer
@@ -59,13 +60,7 @@ def empty_aperture_noise(image: np.ndarray, variance: np.ndarray, avoid: np.ndar
     flux, err = flux[~flag[:, 0], 0], err[~flag[:, 0], 0]
     if flux.size < MIN_APERTURES:
         return EmptyApertureNoise(0.0, int(flux.size), float("nan"))
-    keep = np.ones(flux.size, dtype=bool)
-    for _ in range(CLIP_ITERATIONS):
-        centre, spread = np.mean(flux[keep]), np.std(flux[keep])
-        new = np.abs(flux - centre) <= CLIP_SIGMA * spread
-        if np.array_equal(new, keep):
-            break
-        keep = new
+    keep = ~sigma_clip(flux, sigma=CLIP_SIGMA, maxiters=CLIP_ITERATIONS, cenfunc="mean", stdfunc="std").mask
     scatter = np.var(flux[keep]) / _CLIPPED_VARIANCE
     pixel = float(np.mean(err[keep] ** 2))
     return EmptyApertureNoise(max(scatter - pixel, 0.0), int(flux.size), float(np.sqrt(scatter / pixel)))
